@@ -1,0 +1,214 @@
+/* The backend op table: every numerical step of the Qwen3 forward and
+ * activation-gradient backward, on tensors that live in a backend's memory.
+ *
+ * Two backends implement the same table: the CPU reference (fp32 math,
+ * OpenBLAS, OpenMP; src/backend/cpu) and the CUDA backend (bf16 storage, fp32
+ * accumulation). The model code and the engine call only the qs_op_* wrappers
+ * below, which check shapes and dtypes once for every backend and then
+ * dispatch, so a backend implementation may assume well-formed arguments.
+ *
+ * Conventions
+ *   - A tensor is a contiguous row-major 2-D view [rows, cols] of backend
+ *     memory ("device" memory; on the CPU backend that is host memory).
+ *     Vectors are [n, 1] or [1, n]; only the element count matters for them.
+ *   - Weights are [out, in] as stored in the checkpoint, dtype BF16 (imported
+ *     with qs_backend_import) or F32 (e.g. a weight difference made by the
+ *     engine). Activations have the backend's activation dtype
+ *     (qs_backend.act_dtype: F32 on the CPU); rstd, logsumexp, the residual
+ *     gradient and reduction results are always F32; ids, positions, targets
+ *     and cu_seqlens are I32.
+ *   - T = tokens of a packed batch; sequences are delimited by cu_seqlens
+ *     [B+1] (cu[0] = 0, cu[B] = T); attention never crosses a boundary.
+ *   - Every op returns false with err filled on failure (bad arguments, a
+ *     device error, or a failing callback); outputs are then unspecified.
+ *   - Ops are deterministic: the same inputs give bit-identical outputs. */
+#ifndef QSENS_BACKEND_BACKEND_H
+#define QSENS_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+typedef enum qs_dtype { QS_F32, QS_BF16, QS_I32 } qs_dtype;
+
+typedef struct qs_tensor {
+  void *data; /* backend memory */
+  qs_dtype dtype;
+  long rows, cols;
+} qs_tensor;
+
+size_t qs_dtype_size(qs_dtype dtype);
+const char *qs_dtype_name(qs_dtype dtype);
+long qs_tensor_numel(const qs_tensor *t);
+size_t qs_tensor_bytes(const qs_tensor *t);
+/* Rows [begin, begin + n) of t (no copy). */
+qs_tensor qs_tensor_rows(const qs_tensor *t, long begin, long n);
+/* The same memory seen as [rows, cols]; rows * cols must equal t's numel. */
+qs_tensor qs_tensor_reshape(const qs_tensor *t, long rows, long cols);
+
+/* Per-chunk hooks of the fused lm_head + cross-entropy (token rows
+ * [row_begin, row_begin + x->rows) of the batch). on_logits sees the chunk's
+ * logits before the loss and may modify them; on_grad sees G_lm = dL/dlogits
+ * of the chunk. Either may be NULL. */
+typedef struct qs_lm_head_hooks {
+  bool (*on_logits)(void *ctx, long row_begin, const qs_tensor *x, qs_tensor *logits, qs_error *err);
+  bool (*on_grad)(void *ctx, long row_begin, const qs_tensor *x, const qs_tensor *g, qs_error *err);
+  void *ctx;
+} qs_lm_head_hooks;
+
+/* Shape of a packed causal GQA attention. */
+typedef struct qs_attn_shape {
+  int heads, kv_heads, head_dim; /* heads % kv_heads == 0 */
+  int n_seqs;                    /* B */
+  int max_seqlen;                /* longest sequence (a launch-size hint) */
+} qs_attn_shape;
+
+typedef struct qs_backend qs_backend;
+
+/* What a backend implements; arguments are already validated (see the
+ * qs_op_* wrappers for the meaning of each). */
+typedef struct qs_backend_ops {
+  bool (*alloc)(qs_backend *be, size_t bytes, void **ptr, qs_error *err);
+  void (*free)(qs_backend *be, void *ptr);
+  bool (*upload)(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err);
+  bool (*download)(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err);
+  bool (*import)(qs_backend *be, const void *host, size_t bytes, void **ptr, qs_error *err);
+  void (*unimport)(qs_backend *be, void *ptr);
+  void (*destroy)(qs_backend *be);
+
+  bool (*linear)(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tensor *y, bool accumulate,
+                 qs_error *err);
+  bool (*linear_bwd)(qs_backend *be, const qs_tensor *dy, const qs_tensor *w, qs_tensor *dx, bool accumulate,
+                     qs_error *err);
+  bool (*rmsnorm)(qs_backend *be, const qs_tensor *x, const qs_tensor *w, float eps, qs_tensor *y,
+                  qs_tensor *rstd, qs_error *err);
+  bool (*rmsnorm_bwd)(qs_backend *be, const qs_tensor *x, const qs_tensor *w, const qs_tensor *rstd,
+                      const qs_tensor *dy, qs_tensor *dx, bool accumulate, qs_error *err);
+  bool (*qknorm_rope)(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, float eps,
+                      const qs_tensor *positions, double theta, int head_dim, qs_tensor *out, qs_tensor *rstd,
+                      qs_error *err);
+  bool (*qknorm_rope_bwd)(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, const qs_tensor *rstd,
+                          const qs_tensor *positions, double theta, int head_dim, const qs_tensor *dout,
+                          qs_tensor *draw, qs_error *err);
+  bool (*attention)(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
+                    const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
+                    qs_error *err);
+  bool (*attention_bwd)(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
+                        const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o,
+                        const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk,
+                        qs_tensor *dv, qs_error *err);
+  bool (*swiglu)(qs_backend *be, const qs_tensor *g, const qs_tensor *u, qs_tensor *m, qs_error *err);
+  bool (*swiglu_bwd)(qs_backend *be, const qs_tensor *g, const qs_tensor *u, const qs_tensor *dm,
+                     qs_tensor *dg, qs_tensor *du, qs_error *err);
+  bool (*embedding)(qs_backend *be, const qs_tensor *ids, const qs_tensor *table, qs_tensor *h, qs_error *err);
+  bool (*add)(qs_backend *be, qs_tensor *acc, const qs_tensor *x, qs_error *err);
+  bool (*copy)(qs_backend *be, qs_tensor *dst, const qs_tensor *src, qs_error *err);
+  bool (*lm_head_xent)(qs_backend *be, const qs_tensor *h, const qs_tensor *w, const qs_tensor *targets,
+                       float grad_scale, long chunk_tokens, const qs_lm_head_hooks *hooks, qs_tensor *dh,
+                       double *loss_sum, qs_error *err);
+  bool (*amax_accumulate)(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs_error *err);
+  bool (*all_finite)(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
+} qs_backend_ops;
+
+struct qs_backend {
+  const qs_backend_ops *ops;
+  const char *name;   /* "cpu", "cuda" */
+  qs_dtype act_dtype; /* dtype of activation tensors */
+  void *impl;         /* the implementation's state */
+};
+
+void qs_backend_destroy(qs_backend *be);
+
+/* ---- memory ------------------------------------------------------------ */
+
+/* A new [rows, cols] tensor of backend memory (contents undefined). */
+bool qs_tensor_alloc(qs_backend *be, qs_dtype dtype, long rows, long cols, qs_tensor *t, qs_error *err);
+/* Frees memory made by qs_tensor_alloc; t is zeroed. A zeroed t is allowed. */
+void qs_tensor_free(qs_backend *be, qs_tensor *t);
+/* Host -> tensor and tensor -> host, qs_tensor_bytes(t) bytes. */
+bool qs_tensor_upload(qs_backend *be, qs_tensor *t, const void *host, qs_error *err);
+bool qs_tensor_download(qs_backend *be, void *host, const qs_tensor *t, qs_error *err);
+/* A read-only tensor with the contents of host memory that stays unchanged
+ * while the tensor lives (weights): the CPU backend uses the host memory in
+ * place, a GPU backend copies it. Release with qs_tensor_unimport. */
+bool qs_tensor_import(qs_backend *be, const void *host, qs_dtype dtype, long rows, long cols, qs_tensor *t,
+                      qs_error *err);
+void qs_tensor_unimport(qs_backend *be, qs_tensor *t);
+
+/* ---- ops --------------------------------------------------------------- */
+
+/* y[T,out] = x[T,in]·w[out,in]ᵀ (added to y when accumulate). */
+bool qs_op_linear(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tensor *y, bool accumulate,
+                  qs_error *err);
+/* dx[T,in] = dy[T,out]·w[out,in] (added to dx when accumulate). */
+bool qs_op_linear_bwd(qs_backend *be, const qs_tensor *dy, const qs_tensor *w, qs_tensor *dx, bool accumulate,
+                      qs_error *err);
+/* Per row of x[rows,n]: r = (mean_j x_j² + eps)^(-1/2), y = w ⊙ (x·r);
+ * rstd[rows] (F32) keeps r for the backward. */
+bool qs_op_rmsnorm(qs_backend *be, const qs_tensor *x, const qs_tensor *w, float eps, qs_tensor *y,
+                   qs_tensor *rstd, qs_error *err);
+/* dx = r·(ĝ − x̂·(1/n)Σ_j ĝ_j x̂_j), ĝ = dy ⊙ w, x̂ = x·r (added to dx when
+ * accumulate: the residual gradient of a pre-norm block). */
+bool qs_op_rmsnorm_bwd(qs_backend *be, const qs_tensor *x, const qs_tensor *w, const qs_tensor *rstd,
+                       const qs_tensor *dy, qs_tensor *dx, bool accumulate, qs_error *err);
+/* raw[T, nh·hd] seen as nh heads of head_dim: RMSNorm of every head with the
+ * shared w[hd], then half-split RoPE at positions[T] with base theta
+ * (θ_i = qs_rope_inv_freq, φ = p·θ_i in fp32, accurate cos/sin).
+ * rstd[T·nh] (F32) keeps the per-head r. */
+bool qs_op_qknorm_rope(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, float eps,
+                       const qs_tensor *positions, double theta, int head_dim, qs_tensor *out, qs_tensor *rstd,
+                       qs_error *err);
+/* Gradient through qs_op_qknorm_rope: RoPE by −φ, then the per-head RMSNorm
+ * backward; draw = dL/draw. */
+bool qs_op_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, const qs_tensor *rstd,
+                           const qs_tensor *positions, double theta, int head_dim, const qs_tensor *dout,
+                           qs_tensor *draw, qs_error *err);
+/* Causal GQA attention within each packed sequence: q[T, H·hd],
+ * k/v[T, Hkv·hd] (head-major), query head h reads kv head h / (H/Hkv);
+ * o[T, H·hd]; lse[T, H] (F32) = logsumexp of each row of scaled scores,
+ * scale 1/√hd. */
+bool qs_op_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
+                     const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
+                     qs_error *err);
+/* Gradients of qs_op_attention given d_o = dL/do; dk and dv sum the n_rep
+ * query heads of each kv head (k and v are never replicated). */
+bool qs_op_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
+                         const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o,
+                         const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk,
+                         qs_tensor *dv, qs_error *err);
+/* m = silu(g) ⊙ u, silu(z) = z·σ(z). */
+bool qs_op_swiglu(qs_backend *be, const qs_tensor *g, const qs_tensor *u, qs_tensor *m, qs_error *err);
+/* dg = dm ⊙ u ⊙ silu′(g), du = dm ⊙ silu(g). */
+bool qs_op_swiglu_bwd(qs_backend *be, const qs_tensor *g, const qs_tensor *u, const qs_tensor *dm,
+                      qs_tensor *dg, qs_tensor *du, qs_error *err);
+/* h[t] = table[ids[t]] (ids must lie in [0, table rows); checked on the CPU
+ * backend, the caller's duty elsewhere). */
+bool qs_op_embedding(qs_backend *be, const qs_tensor *ids, const qs_tensor *table, qs_tensor *h,
+                     qs_error *err);
+/* acc += x (same shape). */
+bool qs_op_add(qs_backend *be, qs_tensor *acc, const qs_tensor *x, qs_error *err);
+/* dst = src (same element count; dtypes may differ: converts). */
+bool qs_op_copy(qs_backend *be, qs_tensor *dst, const qs_tensor *src, qs_error *err);
+/* Fused lm_head + cross-entropy over token chunks of at most chunk_tokens
+ * rows, so that only one chunk of logits [chunk, V] exists at a time.
+ * h[T,D] is the final-normed hidden state, w[V,D] the head weight,
+ * targets[T] the class each token predicts or -100 for none.
+ * *loss_sum = Σ over tokens with a target of logsumexp(z_t) − z_t[c].
+ * When dh is not NULL: G_lm = grad_scale·(softmax(z_t) − onehot(c)) (0 for
+ * rows without a target) and dh[T,D] = G_lm·w. */
+bool qs_op_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, const qs_tensor *targets,
+                        float grad_scale, long chunk_tokens, const qs_lm_head_hooks *hooks, qs_tensor *dh,
+                        double *loss_sum, qs_error *err);
+/* acc[0] = max(acc[0], max |x|) (acc is F32, one element). A NaN in x makes
+ * acc NaN. */
+bool qs_op_amax_accumulate(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs_error *err);
+/* *finite = no NaN or ±Inf in x (F32 or BF16). */
+bool qs_op_all_finite(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
+
+/* RoPE inverse frequency θ_i = theta^(−2i/hd) evaluated the way the
+ * reference (HF, fp32) does: exponent and power in fp32. */
+float qs_rope_inv_freq(double theta, int head_dim, int i);
+
+#endif

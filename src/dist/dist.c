@@ -1,0 +1,70 @@
+#define _POSIX_C_SOURCE 200809L
+#include "dist/dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+
+void qs_dist_init(int *argc, char ***argv, qs_dist *d) {
+  int provided;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+  /* The shared-memory split is right under every launcher; environment
+   * variables such as OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID are not. */
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &d->node_comm);
+  MPI_Comm_rank(d->node_comm, &d->local_rank);
+  MPI_Comm_size(d->node_comm, &d->local_size);
+  if (gethostname(d->host, sizeof d->host) != 0) strcpy(d->host, "unknown-host");
+  d->host[sizeof d->host - 1] = '\0';
+}
+
+void qs_dist_finalize(qs_dist *d) {
+  MPI_Comm_free(&d->node_comm);
+  MPI_Finalize();
+}
+
+_Noreturn void qs_dist_abort(const qs_dist *d, int status, const char *msg) {
+  fprintf(stderr, "qsens: error: %s (rank %d on %s)\n", msg, d->rank, d->host);
+  fflush(stderr);
+  if (d->size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+  MPI_Finalize();
+  exit(status);
+}
+
+bool qs_dist_all(const qs_dist *d, bool ok) {
+  (void)d;
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+char **qs_dist_gather_strings(const qs_dist *d, const char *mine) {
+  int len = (int)strlen(mine) + 1;
+  int *lens = d->rank == 0 ? qs_calloc((size_t)d->size, sizeof *lens) : NULL;
+  MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  int *displs = NULL;
+  char *all = NULL;
+  if (d->rank == 0) {
+    displs = qs_calloc((size_t)d->size, sizeof *displs);
+    size_t total = 0;
+    for (int r = 0; r < d->size; r++) {
+      displs[r] = (int)total;
+      total += (size_t)lens[r];
+    }
+    all = qs_malloc(total);
+  }
+  MPI_Gatherv(mine, len, MPI_CHAR, all, lens, displs, MPI_CHAR, 0, MPI_COMM_WORLD);
+  char **out = NULL;
+  if (d->rank == 0) {
+    out = qs_calloc((size_t)d->size, sizeof *out);
+    for (int r = 0; r < d->size; r++) out[r] = qs_strdup(all + displs[r]);
+  }
+  free(lens);
+  free(displs);
+  free(all);
+  return out;
+}
