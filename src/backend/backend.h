@@ -30,6 +30,8 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "quant/format.h"
+#include "quant/fq.h"
 
 typedef enum qs_dtype { QS_F32, QS_BF16, QS_I32 } qs_dtype;
 
@@ -49,9 +51,10 @@ qs_tensor qs_tensor_rows(const qs_tensor *t, long begin, long n);
 qs_tensor qs_tensor_reshape(const qs_tensor *t, long rows, long cols);
 
 /* Per-chunk hooks of the fused lm_head + cross-entropy (token rows
- * [row_begin, row_begin + x->rows) of the batch). on_logits sees the chunk's
- * logits before the loss and may modify them; on_grad sees G_lm = dL/dlogits
- * of the chunk. Either may be NULL. */
+ * [row_begin, row_begin + x->rows) of the batch), called from the host
+ * between the chunk's steps. on_logits sees the chunk's logits before the
+ * loss and may modify them; on_grad sees G_lm = dL/dlogits of the chunk and
+ * is called only when the op computes dh. Either may be NULL. */
 typedef struct qs_lm_head_hooks {
   bool (*on_logits)(void *ctx, long row_begin, const qs_tensor *x, qs_tensor *logits, qs_error *err);
   bool (*on_grad)(void *ctx, long row_begin, const qs_tensor *x, const qs_tensor *g, qs_error *err);
@@ -64,6 +67,21 @@ typedef struct qs_attn_shape {
   int n_seqs;                    /* B */
   int max_seqlen;                /* longest sequence (a launch-size hint) */
 } qs_attn_shape;
+
+/* Which quantizer to apply: a format in a role (weight or activation), with
+ * the format options that change its numerics. */
+typedef struct qs_fq_spec {
+  const qs_qformat *format;
+  bool weight;         /* weight role: amax from W (per tensor, channel or block) */
+  qs_mx_rule mx_rule;  /* MXFP4 shared-exponent rule */
+  int nvfp4_block;     /* 0: the format's block (16); 32 for nvfp4_w4a8_block=32 */
+} qs_fq_spec;
+
+/* Precision of Δ = Y_r − Y (§4.3). */
+typedef enum qs_delta_mode {
+  QS_DELTA_ACCURATE, /* fp32 Δ without cancellation, fp32 G */
+  QS_DELTA_MODELOPT, /* Δ = bf16(bf16(Y_r) − bf16(Y)), G rounded to bf16 (ModelOpt parity) */
+} qs_delta_mode;
 
 typedef struct qs_backend qs_backend;
 
@@ -110,6 +128,10 @@ typedef struct qs_backend_ops {
                        double *loss_sum, qs_error *err);
   bool (*amax_accumulate)(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs_error *err);
   bool (*all_finite)(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
+  bool (*fake_quant)(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax, qs_tensor *y,
+                     qs_error *err);
+  bool (*quant_score)(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
+                      const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {
@@ -195,7 +217,8 @@ bool qs_op_copy(qs_backend *be, qs_tensor *dst, const qs_tensor *src, qs_error *
  * rows, so that only one chunk of logits [chunk, V] exists at a time.
  * h[T,D] is the final-normed hidden state, w[V,D] the head weight,
  * targets[T] the class each token predicts or -100 for none.
- * *loss_sum = Σ over tokens with a target of logsumexp(z_t) − z_t[c].
+ * *loss_sum (host) = Σ over tokens with a target of logsumexp(z_t) − z_t[c],
+ * summed in token order. Targets other than -100 outside [0, V) fail.
  * When dh is not NULL: G_lm = grad_scale·(softmax(z_t) − onehot(c)) (0 for
  * rows without a target) and dh[T,D] = G_lm·w. */
 bool qs_op_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, const qs_tensor *targets,
@@ -210,5 +233,40 @@ bool qs_op_all_finite(qs_backend *be, const qs_tensor *x, bool *finite, qs_error
 /* RoPE inverse frequency θ_i = theta^(−2i/hd) evaluated the way the
  * reference (HF, fp32) does: exponent and power in fp32. */
 float qs_rope_inv_freq(double theta, int head_dim, int i);
+
+/* ---- quantization and sensitivity scores -------------------------------
+ * Spec quant-and-scoring.md §1 (fake quant), §4.2-4.3 (score). Appended
+ * at the end of the op table: backends fill fake_quant and quant_score. */
+
+/* Terms of one fp32 partial sum of the score reduction. */
+#define QS_SCORE_PARTIAL_TERMS 4096
+
+/* Number of F32 amax values a static amax tensor of qs_op_fake_quant holds
+ * for x [rows, cols]: 1 per tensor, rows per channel, rows·cols/128 per INT4
+ * block; 0 when the format takes none (MXFP4, NONE). */
+long qs_fq_amax_count(const qs_fq_spec *spec, long rows, long cols);
+
+/* y = FQ(x) (bf16 values, stored in y's dtype, F32 or BF16) for x [rows,
+ * cols] (F32 or BF16). amax: NULL takes the amax from x itself (weights;
+ * dynamic activations: one per tensor over the whole x), else an F32 tensor
+ * of qs_fq_amax_count values (static calibration). Fails when cols is not a
+ * whole number of the format's blocks. */
+bool qs_op_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
+                      qs_tensor *y, qs_error *err);
+
+/* One Linear's score for one candidate and one batch (§4.2):
+ *   *score = Σ over the [T, N] outputs e of clamp(G_e·Δ_e, −1e10, 1e10)²
+ * with x [T, K] (activation dtype), xq = FQ_a(x) [T, K] or NULL for an
+ * unquantized activation, w [N, K] and wq = FQ_w(w) [N, K] (F32 or BF16),
+ * g = dL/dY [T, N] (activation dtype).
+ *   accurate: Δ = xq·(wq − w)ᵀ + (xq − x)·wᵀ, one fp32 GEMM over the
+ *             concatenated K axis (no cancellation); x·(wq − w)ᵀ without xq.
+ *   modelopt: Δ = bf16(bf16(xq·wqᵀ) − bf16(x·wᵀ)), G rounded to bf16.
+ * G·Δ, clamp and square are fp32. The reduction order is fixed: every run
+ * of at most QS_SCORE_PARTIAL_TERMS consecutive elements of an output row is
+ * an fp32 partial summed in column order; partials are added in fp64 in
+ * row-major order. A NaN anywhere gives a NaN score. */
+bool qs_op_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
+                       const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
 
 #endif

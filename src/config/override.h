@@ -41,7 +41,12 @@ typedef struct qs_override {
 
   qs_sweep_kind sweep;
   qs_node *value;  /* QS_SWEEP_NONE: the typed value (empty string for "key=") */
-  qs_node **values; size_t n_values;  /* LIST/CHOICE/RANGE: the expanded elements, in order */
+  char *value_text; /* QS_SWEEP_NONE: the value as Hydra writes it back ("'a,b'" keeps its quotes) */
+  qs_node **values; size_t n_values;  /* LIST/CHOICE/RANGE: the expanded elements, in order
+                                         (INTERVAL: start and end, as floats) */
+  char **value_texts; /* per element of values: the text Hydra puts after "key=" in a job's
+                         override list; like qs_override_element_text() but quoted strings keep
+                         the quotes they were written with */
   char **glob_include; size_t n_include; /* GLOB patterns (fnmatch) */
   char **glob_exclude; size_t n_exclude;
 } qs_override;
@@ -55,7 +60,11 @@ void qs_override_free(qs_override *ov);
 char *qs_override_key_element(const qs_override *ov);
 
 /* Text of one element as Hydra writes it into a job's override list
- * ("small", "0", "'a,b'", "[1, 2]"), so "key=" + text reparses to the element. */
+ * (Override._get_value_element_as_str): "small", "0", "True", "1e-05",
+ * "null", "[1,2]", "{a:1}", and strings with \ ( ) [ ] { } : = , space or tab
+ * escaped by a backslash (a,b is written a\,b). For elements parsed from an argument use
+ * value_text / value_texts, which keep the quotes the user wrote. As in Hydra,
+ * a string that looks like another type ("True", "1") reads back as that type. */
 char *qs_override_element_text(const qs_node *element);
 
 #endif

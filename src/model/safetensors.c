@@ -90,7 +90,8 @@ static bool mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
 static bool parse_metadata(json_t *meta, const char *label, qs_error *err) {
   const char *key;
   json_t *value;
-  if (!json_is_object(meta)) return qs_fail(err, QS_EXIT_RUNTIME, "%s: '__metadata__' must map strings to strings", label);
+  if (!json_is_object(meta))
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: '__metadata__' must map strings to strings", label);
   json_object_foreach(meta, key, value) {
     if (!json_is_string(value))
       return qs_fail(err, QS_EXIT_RUNTIME, "%s: '__metadata__' must map strings to strings", label);
@@ -164,7 +165,8 @@ static bool parse_entry(const char *name, json_t *entry, const char *label, uint
   if (!json_is_string(dtype)) return fail_tensor(err, label, name, "dtype is not a string");
   if (!qs_st_dtype_parse(json_string_value(dtype), &t->dtype)) {
     char shown[64];
-    return fail_tensor(err, label, name, "unknown dtype '%s'", printable(json_string_value(dtype), shown, sizeof shown));
+    return fail_tensor(err, label, name, "unknown dtype '%s'",
+                       printable(json_string_value(dtype), shown, sizeof shown));
   }
   return parse_shape(json_object_get(entry, "shape"), label, t, err) &&
          parse_offsets(json_object_get(entry, "data_offsets"), label, payload_size, t, err);
@@ -211,11 +213,33 @@ static bool check_tiling(const qs_st_file *f, qs_error *err) {
   return ok;
 }
 
+/* The last quoted string that ends before `pos` (jansson reports a duplicate
+ * key just after reading it, without naming it). Escapes are shown raw. */
+static const char *key_before(const char *text, size_t pos, char *buf, size_t size) {
+  size_t close = pos;
+  while (close > 0 && text[close - 1] != '"') close--;
+  size_t open = close > 0 ? close - 1 : 0;
+  while (open > 0 && !(text[open - 1] == '"' && (open < 2 || text[open - 2] != '\\'))) open--;
+  size_t n = close > open + 1 ? close - 1 - open : 0;
+  char raw[256];
+  if (n >= sizeof raw) n = sizeof raw - 1;
+  memcpy(raw, text + open, n);
+  raw[n] = '\0';
+  return printable(raw, buf, size);
+}
+
 static bool parse_header(qs_st_file *f, qs_error *err) {
   json_error_t jerr;
   json_t *root = json_loadb((const char *)f->base + 8, (size_t)f->header_len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!root) return qs_fail(err, QS_EXIT_RUNTIME, "%s: header is not valid JSON: %s (at byte %d of the header)",
-                            f->path, jerr.text, jerr.position);
+  if (!root) {
+    if (strncmp(jerr.text, "duplicate object key", 20) == 0) {
+      char key[256];
+      return qs_fail(err, QS_EXIT_RUNTIME, "%s: header is not valid JSON: duplicate key '%s'", f->path,
+                     key_before((const char *)f->base + 8, (size_t)jerr.position, key, sizeof key));
+    }
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: header is not valid JSON: %s (at byte %d of the header)", f->path,
+                   jerr.text, jerr.position);
+  }
   bool ok = true;
   if (!json_is_object(root)) {
     ok = qs_fail(err, QS_EXIT_RUNTIME, "%s: header is not a JSON object", f->path);
@@ -411,7 +435,8 @@ bool qs_st_writer_open(const char *path, const qs_st_spec *specs, size_t count, 
 bool qs_st_writer_write(qs_st_writer *w, const void *data, size_t len, qs_error *err) {
   if (len > w->payload_size - w->written)
     return qs_fail(err, QS_EXIT_RUNTIME, "%s: more tensor data than the header announces", w->path);
-  if (!write_all(w->fd, data, len)) return qs_fail(err, QS_EXIT_RUNTIME, "%s: cannot write: %s", w->tmp, strerror(errno));
+  if (!write_all(w->fd, data, len))
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: cannot write: %s", w->tmp, strerror(errno));
   w->written += len;
   return true;
 }

@@ -9,7 +9,7 @@ enum { MIN_CAPACITY = 64 };
 
 /* FNV-1a followed by a 64-bit finalizer: FNV alone clusters badly in the low
  * bits used for the slot index when keys share long prefixes. */
-static uint64_t mix64(uint64_t x) {
+uint64_t qs_hash_u64(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
   x ^= x >> 27;
@@ -24,7 +24,7 @@ static uint64_t hash_bytes(const char *key, size_t len) {
     h ^= (unsigned char)key[i];
     h *= 0x100000001b3ULL;
   }
-  h = mix64(h ^ len);
+  h = qs_hash_u64(h ^ len);
   return h ? h : 1;
 }
 
@@ -53,6 +53,13 @@ static void strmap_rehash(qs_strmap *m, size_t new_cap) {
     m->slots[j] = old[i];
   }
   free(old);
+}
+
+void qs_strmap_reserve(qs_strmap *m, size_t count, size_t key_bytes) {
+  size_t cap = m->cap ? m->cap : MIN_CAPACITY;
+  while (2 * count > cap) cap *= 2;
+  if (cap > m->cap) strmap_rehash(m, cap);
+  qs_grow((void **)&m->keys, &m->keys_cap, m->keys_len + key_bytes + count, 1);
 }
 
 int64_t *qs_strmap_get(const qs_strmap *m, const char *key, size_t len) {
@@ -92,18 +99,19 @@ void qs_strmap_free(qs_strmap *m) {
 
 static size_t u64map_find(const qs_u64map *m, uint64_t key) {
   size_t mask = m->cap - 1;
-  size_t i = (size_t)mix64(key) & mask;
-  while (m->slots[i].used && m->slots[i].key != key) i = (i + 1) & mask;
+  size_t i = (size_t)qs_hash_u64(key) & mask;
+  while (m->slots[i].key != QS_U64MAP_EMPTY && m->slots[i].key != key) i = (i + 1) & mask;
   return i;
 }
 
 static void u64map_rehash(qs_u64map *m, size_t new_cap) {
   qs_u64map_slot *old = m->slots;
   size_t old_cap = m->cap;
-  m->slots = qs_calloc(new_cap, sizeof *m->slots);
+  m->slots = qs_malloc(new_cap * sizeof *m->slots);
+  for (size_t i = 0; i < new_cap; i++) m->slots[i].key = QS_U64MAP_EMPTY;
   m->cap = new_cap;
   for (size_t i = 0; i < old_cap; i++) {
-    if (!old[i].used) continue;
+    if (old[i].key == QS_U64MAP_EMPTY) continue;
     m->slots[u64map_find(m, old[i].key)] = old[i];
   }
   free(old);
@@ -112,16 +120,16 @@ static void u64map_rehash(qs_u64map *m, size_t new_cap) {
 uint64_t *qs_u64map_get(const qs_u64map *m, uint64_t key) {
   if (m->count == 0) return NULL;
   size_t i = u64map_find(m, key);
-  return m->slots[i].used ? &m->slots[i].value : NULL;
+  return m->slots[i].key != QS_U64MAP_EMPTY ? &m->slots[i].value : NULL;
 }
 
 uint64_t *qs_u64map_upsert(qs_u64map *m, uint64_t key, uint64_t initial, bool *inserted) {
   if (2 * (m->count + 1) > m->cap) u64map_rehash(m, m->cap ? 2 * m->cap : MIN_CAPACITY);
   size_t i = u64map_find(m, key);
   qs_u64map_slot *s = &m->slots[i];
-  if (inserted) *inserted = !s->used;
-  if (!s->used) {
-    *s = (qs_u64map_slot){.key = key, .value = initial, .used = true};
+  if (inserted) *inserted = (s->key == QS_U64MAP_EMPTY);
+  if (s->key == QS_U64MAP_EMPTY) {
+    *s = (qs_u64map_slot){.key = key, .value = initial};
     m->count++;
   }
   return &s->value;

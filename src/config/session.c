@@ -1,0 +1,106 @@
+#define _POSIX_C_SOURCE 200809L
+#include "config/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/compose.h"
+#include "config/hydra_node.h"
+#include "config/pystr.h"
+#include "config/sweep.h"
+#include "core/mem.h"
+#include "core/strbuf.h"
+
+bool qs_parse_overrides(char *const *args, size_t n, qs_override **ovs, qs_error *err) {
+  *ovs = qs_calloc(n ? n : 1, sizeof **ovs);
+  for (size_t k = 0; k < n; k++)
+    if (!qs_override_parse(args[k], &(*ovs)[k], err)) {
+      qs_overrides_free(*ovs, k);
+      *ovs = NULL;
+      return false;
+    }
+  return true;
+}
+
+void qs_overrides_free(qs_override *ovs, size_t n) {
+  for (size_t k = 0; ovs && k < n; k++) qs_override_free(&ovs[k]);
+  free(ovs);
+}
+
+static void flush_warnings(qs_session *s, qs_strbuf *warnings) {
+  if (warnings->len && s->err_out && !s->self_warned) fputs(qs_sb_str(warnings), s->err_out);
+  if (warnings->len) s->self_warned = true;
+  qs_sb_free(warnings);
+}
+
+/* hydra.searchpath from the command line (first such override) or else
+ * from the primary config: Hydra reads it before composing anything. */
+static bool add_searchpath(qs_session *s, const qs_override *ovs, size_t n, qs_strbuf *warnings, qs_error *err) {
+  if (s->searchpath_added) return true;
+  s->searchpath_added = true;
+  const qs_node *paths = NULL;
+  const char *provider = "hydra.searchpath in main";
+  for (size_t k = 0; k < n && !paths; k++)
+    if (ovs[k].sweep == QS_SWEEP_NONE && ovs[k].has_value && strcmp(ovs[k].key, "hydra.searchpath") == 0) {
+      paths = ovs[k].value;
+      provider = "hydra.searchpath in command-line";
+    }
+  const qs_config_file *primary = NULL;
+  if (!paths && !qs_repo_load(&s->repo, s->config_name, &primary, err)) return false;
+  if (primary) paths = qs_node_get_path(primary->content, "hydra.searchpath");
+  if (!paths || paths->kind == QS_NULL) return true;
+  bool strings = paths->kind == QS_LIST;
+  for (size_t k = 0; strings && k < paths->n; k++) strings = paths->items[k]->kind == QS_STR;
+  if (!strings) {
+    char *text = qs_pystr(paths);
+    qs_fail(err, QS_EXIT_USAGE, "hydra.searchpath must be a list of strings. Got: %s", text);
+    free(text);
+    return false;
+  }
+  for (size_t k = 0; k < paths->n; k++) qs_repo_add_searchpath(&s->repo, provider, paths->items[k]->s, warnings);
+  return true;
+}
+
+bool qs_session_compose(qs_session *s, char *const *args, size_t n, bool multirun, bool validate, qs_node **cfg,
+                        qs_defaults *defaults, qs_error *err) {
+  *cfg = NULL;
+  qs_override *ovs;
+  if (!qs_parse_overrides(args, n, &ovs, err)) return false;
+  qs_defaults list = {0};
+  qs_strbuf warnings = {0};
+  qs_node *hydra_base = qs_hydra_node_defaults();
+  bool ok = add_searchpath(s, ovs, n, &warnings, err) && (!validate || qs_sweep_validate(ovs, n, multirun, err)) &&
+            qs_defaults_build(&s->repo, s->config_name, ovs, n, multirun, &list, &warnings, err);
+  flush_warnings(s, &warnings);
+  ok = ok && qs_compose(&s->repo, &list, hydra_base, cfg, err);
+  qs_hydra_fill_info info = {.app_name = s->app_name, .config_name = s->config_name, .repo = &s->repo,
+                             .ovs = ovs, .n_ovs = n, .choices = list.choices};
+  ok = ok && qs_hydra_node_fill(*cfg, &info, err);
+  if (!ok) {
+    qs_node_free(*cfg);
+    *cfg = NULL;
+  }
+  if (ok && defaults) {
+    /* The config overrides point into ovs, which dies here. */
+    free(list.config_overrides);
+    list.config_overrides = NULL;
+    list.n_config_overrides = 0;
+    *defaults = list;
+  } else {
+    qs_defaults_free(&list);
+  }
+  qs_node_free(hydra_base);
+  qs_overrides_free(ovs, n);
+  return ok;
+}
+
+bool qs_session_searchpath(qs_session *s, char *const *args, size_t n, qs_error *err) {
+  qs_override *ovs;
+  if (!qs_parse_overrides(args, n, &ovs, err)) return false;
+  qs_strbuf warnings = {0};
+  bool ok = add_searchpath(s, ovs, n, &warnings, err);
+  if (warnings.len && s->err_out) fputs(qs_sb_str(&warnings), s->err_out);
+  qs_sb_free(&warnings);
+  qs_overrides_free(ovs, n);
+  return ok;
+}

@@ -1,0 +1,201 @@
+/* The planner (passes, rank assignment) and the engine's checks: errors
+ * that name the culprit, disabled_layers, names, and a packing that would
+ * change the loss normalization. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core/mem.h"
+#include "engine/plan.h"
+#include "engine_fixture.h"
+#include "report/results.h"
+#include "tiny_lm.h"
+
+static void test_passes(void) {
+  qs_plan_job jobs[] = {{"m1|coco", 16}, {"m1|coco", 512}, {"m2|coco", 128}, {"m1|coco", 128}, {"m2|coco", 16}};
+  qs_pass_list list;
+  qs_plan_passes(jobs, 5, &list);
+  CHECK_INT(list.count, 2);
+  CHECK_INT(list.passes[0].njobs, 3);
+  CHECK_INT(list.passes[0].jobs[0], 0);
+  CHECK_INT(list.passes[0].jobs[1], 1);
+  CHECK_INT(list.passes[0].jobs[2], 3);
+  CHECK_INT(list.passes[0].max_samples, 512);
+  CHECK_INT(list.passes[1].max_samples, 128);
+  CHECK(list.passes[0].cost == 512.0 * 6.0);
+  int owner[2];
+  qs_plan_assign_ranks(&list, 2, owner);
+  CHECK_INT(owner[0], 0);
+  CHECK_INT(owner[1], 1);
+  qs_plan_assign_ranks(&list, 1, owner);
+  CHECK(owner[0] == 0 && owner[1] == 0);
+  qs_pass_list_free(&list);
+  /* Four equal passes on three ranks: the fourth goes to rank 0 again. */
+  qs_plan_job eq[] = {{"a", 8}, {"b", 8}, {"c", 8}, {"d", 8}};
+  qs_plan_passes(eq, 4, &list);
+  int own4[4];
+  qs_plan_assign_ranks(&list, 3, own4);
+  CHECK(own4[0] == 0 && own4[1] == 1 && own4[2] == 2 && own4[3] == 0);
+  qs_pass_list_free(&list);
+}
+
+static void test_names(void) {
+  char buf[128];
+  qs_engine_linear_name(QS_NAMES_HF, 6, QS_LIN_GATE, buf, sizeof buf);
+  CHECK_STR(buf, "model.language_model.layers.6.mlp.gate_proj");
+  qs_engine_linear_name(QS_NAMES_SEED, 0, QS_LIN_Q, buf, sizeof buf);
+  CHECK_STR(buf, "language_model.layers.0.self_attn.q_proj");
+  qs_engine_linear_name(QS_NAMES_HF, -1, QS_LIN_LM_HEAD, buf, sizeof buf);
+  CHECK_STR(buf, "lm_head");
+}
+
+typedef struct world {
+  qs_lm lm;
+  qs_token_seq *seqs;
+  size_t n;
+  qs_batch_opts bopts;
+  qs_engine_options opts;
+} world;
+
+/* The model tests' default tiny shape with widths made whole MXFP4 blocks. */
+static void world_init(world *w) {
+  qs_lm_config cfg = tiny_lm_config();
+  cfg.intermediate = 64;
+  cfg.head_dim = 16;
+  tiny_lm_build(&w->lm, &cfg, 9, 1.0);
+  w->n = 8;
+  w->seqs = fixture_seqs(w->n, cfg.vocab, 17);
+  w->bopts = qs_batch_opts_default();
+  w->bopts.batch_size = 4;
+  w->opts = qs_engine_options_default();
+}
+
+static void world_free(world *w) {
+  fixture_seqs_free(w->seqs, w->n);
+  qs_lm_release(&w->lm);
+}
+
+/* Runs one cell; returns success, the cell in *out (caller frees). */
+static bool run_one(world *w, const char *pair, size_t n_samples, qs_cell **out, qs_error *err) {
+  qs_engine_cell cell = {pair, QS_ACT_AMAX_PAIR_DEFAULT, n_samples, qs_cell_new()};
+  bool ok = fixture_run(&w->lm, w->seqs, w->n, &w->bopts, &w->opts, &cell, 1, err);
+  *out = cell.out;
+  return ok;
+}
+
+static void expect_failure(world *w, const char *pair, size_t n_samples, int status, const char *needle) {
+  qs_error err;
+  qs_cell *cell;
+  CHECK(!run_one(w, pair, n_samples, &cell, &err));
+  CHECK_INT(err.status, status);
+  if (!strstr(err.msg, needle)) fprintf(stderr, "message [%s] lacks [%s]\n", err.msg, needle);
+  CHECK(strstr(err.msg, needle) != NULL);
+  qs_cell_free(cell);
+}
+
+static void test_errors(void) {
+  world w;
+  world_init(&w);
+  expect_failure(&w, "wint9_afp8", 8, QS_EXIT_USAGE, "int9");
+  expect_failure(&w, "wint8_aint8", 9, QS_EXIT_USAGE, "only 8");
+  expect_failure(&w, "wint8_aint8", 0, QS_EXIT_USAGE, "0 samples");
+  /* INT4 weights need widths in whole 128-blocks: D = 32 is not. */
+  expect_failure(&w, "wint4_afp16", 8, QS_EXIT_USAGE, "q_proj has 32 input features");
+  w.bopts.padding = QS_PADDING_MAX_LENGTH;
+  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "dataset.padding=max_length");
+  w.bopts.padding = QS_PADDING_PACKED;
+  /* Two logical batches in one packed batch would normalize the loss over both. */
+  w.bopts.max_seqs = 8;
+  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "not exactly one logical batch");
+  w.bopts.max_seqs = 0;
+  const char *split[] = {"*layers.1.self_attn.k_proj"};
+  w.opts.disabled_layers = split;
+  w.opts.n_disabled_layers = 1;
+  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "model.language_model.layers.1.self_attn.k_proj");
+  world_free(&w);
+}
+
+/* Disabled Linears stay in the cell as NONE-only with no score; the others
+ * are unaffected (bit for bit) by the exclusion. */
+static void test_disabled_layers(void) {
+  world w;
+  world_init(&w);
+  qs_error err;
+  qs_cell *all, *some;
+  CHECK(run_one(&w, "wint8_aint8", 8, &all, &err));
+  const char *globs[] = {"*layers.0.mlp.*"};
+  w.opts.disabled_layers = globs;
+  w.opts.n_disabled_layers = 1;
+  CHECK(run_one(&w, "wint8_aint8", 8, &some, &err));
+  CHECK_INT(some->nlinears, 14);
+  size_t none_only = 0, equal = 0;
+  for (size_t i = 0; i < some->nlinears; i++) {
+    const qs_cell_linear *l = &some->linears[i];
+    if (l->none_only) {
+      none_only++;
+      CHECK(l->raw_scores[0] == 0.0 && isnan(l->input_amax[0]));
+      CHECK(strstr(l->name, "layers.0.mlp.") != NULL);
+    } else {
+      equal += memcmp(&l->raw_scores[0], &all->linears[i].raw_scores[0], sizeof(double)) == 0;
+    }
+  }
+  CHECK_INT(none_only, 3);
+  CHECK_INT(equal, 11);
+  /* seed names and the cell's run record */
+  CHECK_STR(some->run.act_amax, "static");
+  CHECK_STR(some->run.precision_mode, "accurate");
+  CHECK_INT(some->run.num_score_steps, 2);
+  CHECK_INT(some->nsamples, 8);
+  CHECK_INT(some->sample_tokens[0], (long long)w.seqs[0].len);
+  CHECK_STR(some->formats[0].display, "INT8_DEFAULT_CFG(effective-bits: 8.0)");
+  qs_cell_free(all);
+  qs_cell_free(some);
+  world_free(&w);
+}
+
+/* modelopt precision runs end to end and is recorded; its bf16-rounded Δ
+ * gives other (here: positive, same order of magnitude) scores. The
+ * progress stream gets one line per calibration and score batch. */
+static void test_modelopt_and_progress(void) {
+  world w;
+  world_init(&w);
+  qs_error err;
+  qs_cell *acc, *mo;
+  CHECK(run_one(&w, "wfp8_afp8", 8, &acc, &err));
+  FILE *progress = tmpfile();
+  w.opts.precision = QS_DELTA_MODELOPT;
+  w.opts.progress = progress;
+  w.opts.progress_label = "[pass 1/1]";
+  CHECK(run_one(&w, "wfp8_afp8", 8, &mo, &err));
+  CHECK_STR(mo->run.precision_mode, "modelopt");
+  CHECK_STR(mo->run.grad_dtype, "bfloat16");
+  size_t differ = 0;
+  for (size_t i = 0; i < mo->nlinears; i++) {
+    double a = acc->linears[i].raw_scores[0], m = mo->linears[i].raw_scores[0];
+    CHECK(m > 0.1 * a && m < 10.0 * a);
+    differ += a != m;
+  }
+  CHECK(differ > 0);
+  char text[2048] = "";
+  rewind(progress);
+  size_t len = fread(text, 1, sizeof text - 1, progress);
+  text[len] = '\0';
+  fclose(progress);
+  CHECK(strstr(text, "[pass 1/1] calibrate batch 1/2: 4/8 samples, ") != NULL);
+  CHECK(strstr(text, "[pass 1/1] calibrate batch 2/2: 8/8 samples, ") != NULL);
+  CHECK(strstr(text, "[pass 1/1] score batch 2/2: 8/8 samples, ") != NULL);
+  CHECK(strstr(text, " tok/s, ETA ") != NULL && strstr(text, ", loss ") != NULL);
+  qs_cell_free(acc);
+  qs_cell_free(mo);
+  world_free(&w);
+}
+
+int main(void) {
+  test_passes();
+  test_names();
+  test_errors();
+  test_disabled_layers();
+  test_modelopt_and_progress();
+  return check_summary("test_engine_plan");
+}
