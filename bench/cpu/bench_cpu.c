@@ -84,7 +84,7 @@ static double lm_params(const qs_lm_config *c) {
 }
 
 /* Seconds per batch over `iters` timed runs after one warm-up. */
-static double time_runs(qs_qwen3 *m, const qs_batch *b, bool backward, int iters, qs_qwen3_result *res,
+static double time_runs(qs_qwen3 *m, const qs_qwen3_batch *b, bool backward, int iters, qs_qwen3_result *res,
                         qs_error *err) {
   if (!qs_qwen3_run(m, b, backward, NULL, res, err)) return -1;
   double t0 = now_seconds();
@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
   }
   packed_batch pb;
   make_batch(&pb, budget, lm.cfg.vocab);
-  qs_batch batch = {0, pb.n_seqs, pb.cu, pb.ids, NULL, NULL};
+  qs_qwen3_batch batch = {0, pb.n_seqs, pb.cu, pb.ids, NULL, NULL};
   double n = lm_params(&lm.cfg);
   printf("demo model: %d layers, D %d, %d/%d heads x %d, I %d, V %d, N = %.3g parameters\n", lm.cfg.layers,
          lm.cfg.hidden, lm.cfg.heads, lm.cfg.kv_heads, lm.cfg.head_dim, lm.cfg.intermediate, lm.cfg.vocab, n);

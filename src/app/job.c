@@ -203,7 +203,11 @@ void qs_job_run(const qs_dist *d, const qs_hydra_job *job, qs_job_outcome *out) 
   out->record = json_dumps(record, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   json_decref(record);
   out->log = qs_sb_take(&log);
-  out->error = out->ok ? NULL : qs_strdup(err.msg);
+  if (!out->ok) {
+    qs_strbuf msg = {0};
+    qs_sb_printf(&msg, "%s (rank %d on %s)", err.msg, d->rank, d->host);
+    out->error = qs_sb_take(&msg);
+  }
 }
 
 /* ---- collecting ---------------------------------------------------------------- */
@@ -261,10 +265,8 @@ bool qs_job_outcome_publish(const qs_dist *d, const qs_hydra_plan *plan, const q
                  qs_write_file_atomic(record_path, o->record, strlen(o->record), &err);
   if (!written) fprintf(stderr, "qsens: error: %s\n", err.msg);
   if (!o->ok) {
-    if (plan->multirun)
-      fprintf(stderr, "qsens: error: job #%d: %s (rank %d)\n", job->num, o->error, owner);
-    else
-      fprintf(stderr, "qsens: error: %s\n", o->error);
+    if (plan->multirun) fprintf(stderr, "qsens: error: job #%d: %s\n", job->num, o->error);
+    else fprintf(stderr, "qsens: error: %s\n", o->error);
   }
   free(log_path);
   free(record_path);

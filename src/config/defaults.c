@@ -585,7 +585,8 @@ static bool update_overrides(ctx *c, elem **list, size_t n, const elem *parent) 
       return qs_fail(c->err, QS_EXIT_USAGE,
                      "In %s: Override '%s : %s' is defined before '%s: %s'.\n"
                      "Overrides must be at the end of the defaults list",
-                     config_path(c, parent), override_key(c, last_override), elem_name(last_override),
+                     config_path(c, parent), override_key(c, last_override),
+                     elem_name(last_override) ? elem_name(last_override) : "None",
                      override_key(c, d), name ? name : "None");
     }
     if (d->is_group && d->override) {

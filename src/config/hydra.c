@@ -314,7 +314,7 @@ bool qs_hydra_prepare(int argc, char **argv, const qs_hydra_options *opts, qs_hy
                   .err_out = err_out, .writer = opts->prints};
   bool ok = with_hint(qs_repo_init(&s.repo, primary_dir(&a, opts), a.config_dir, err), err) &&
             dispatch(&s, &a, plan, out, err);
-  qs_repo_free(&s.repo);
+  qs_session_free(&s);
   qs_cli_args_free(&a);
   if (!ok) qs_hydra_plan_free(plan);
   return ok;

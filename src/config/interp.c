@@ -434,6 +434,8 @@ static bool resolve_node(rctx *c, const qs_node *n, const char *path, bool keep_
     *out = qs_node_copy(n);
     return true;
   }
+  /* Also catches a value that points at a container holding itself. */
+  if (on_stack(c, path)) return fail_at(c, path, "Recursive interpolation detected");
   qs_grow((void **)&c->stack, &c->cap, c->depth + 1, sizeof *c->stack);
   c->stack[c->depth++] = qs_strdup(path);
   bool ok = resolve_string(c, n->s, path, out);

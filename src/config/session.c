@@ -27,10 +27,27 @@ void qs_overrides_free(qs_override *ovs, size_t n) {
   free(ovs);
 }
 
-static void flush_warnings(qs_session *s, qs_strbuf *warnings) {
-  if (warnings->len && s->err_out && !s->self_warned) fputs(qs_sb_str(warnings), s->err_out);
-  if (warnings->len) s->self_warned = true;
-  qs_sb_free(warnings);
+void qs_session_warn(qs_session *s, qs_strbuf *warnings) {
+  char *text = qs_sb_take(warnings);
+  for (char *line = text, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = '\0';
+    bool seen = false;
+    for (size_t k = 0; k < s->n_warned && !seen; k++) seen = strcmp(s->warned[k], line) == 0;
+    if (seen) continue;
+    if (s->err_out) fprintf(s->err_out, "%s\n", line);
+    qs_grow((void **)&s->warned, &s->cap_warned, s->n_warned + 1, sizeof *s->warned);
+    s->warned[s->n_warned++] = qs_strdup(line);
+  }
+  free(text);
+}
+
+void qs_session_free(qs_session *s) {
+  qs_repo_free(&s->repo);
+  for (size_t k = 0; k < s->n_warned; k++) free(s->warned[k]);
+  free(s->warned);
+  s->warned = NULL;
+  s->n_warned = s->cap_warned = 0;
 }
 
 /* hydra.searchpath from the command line (first such override) or else
@@ -71,7 +88,7 @@ bool qs_session_compose(qs_session *s, char *const *args, size_t n, bool multiru
   qs_node *hydra_base = qs_hydra_node_defaults();
   bool ok = add_searchpath(s, ovs, n, &warnings, err) && (!validate || qs_sweep_validate(ovs, n, multirun, err)) &&
             qs_defaults_build(&s->repo, s->config_name, ovs, n, multirun, &list, &warnings, err);
-  flush_warnings(s, &warnings);
+  qs_session_warn(s, &warnings);
   ok = ok && qs_compose(&s->repo, &list, hydra_base, cfg, err);
   qs_hydra_fill_info info = {.app_name = s->app_name, .config_name = s->config_name, .repo = &s->repo,
                              .ovs = ovs, .n_ovs = n, .choices = list.choices};
@@ -99,8 +116,7 @@ bool qs_session_searchpath(qs_session *s, char *const *args, size_t n, qs_error 
   if (!qs_parse_overrides(args, n, &ovs, err)) return false;
   qs_strbuf warnings = {0};
   bool ok = add_searchpath(s, ovs, n, &warnings, err);
-  if (warnings.len && s->err_out) fputs(qs_sb_str(&warnings), s->err_out);
-  qs_sb_free(&warnings);
+  qs_session_warn(s, &warnings);
   qs_overrides_free(ovs, n);
   return ok;
 }

@@ -20,9 +20,17 @@ typedef struct qs_session {
   const char *app_name;
   FILE *err_out;     /* warnings; NULL when this process does not print */
   bool writer;       /* this process writes the output files (MPI rank 0) */
-  bool self_warned;  /* Python warns once per process */
+  char **warned;     /* warnings already shown: Python shows each once per process */
+  size_t n_warned, cap_warned;
   bool searchpath_added; /* hydra.searchpath is the same for every composition of one invocation */
 } qs_session;
+
+/* Prints the lines of warnings (to err_out) not shown before. Frees the
+ * buffer. */
+void qs_session_warn(qs_session *s, qs_strbuf *warnings);
+
+/* Frees the repository and the warning memory. */
+void qs_session_free(qs_session *s);
 
 /* Parses every argument as an override; on failure frees what was parsed. */
 bool qs_parse_overrides(char *const *args, size_t n, qs_override **ovs, qs_error *err);

@@ -260,8 +260,7 @@ static bool info_defaults(qs_session *s, const qs_cli_args *a, bool as_tree, qs_
   qs_defaults d;
   qs_strbuf warnings = {0};
   bool ok = qs_defaults_build(&s->repo, s->config_name, ovs, a->n_overrides, false, &d, &warnings, err);
-  if (warnings.len && s->err_out) fputs(qs_sb_str(&warnings), s->err_out);
-  qs_sb_free(&warnings);
+  qs_session_warn(s, &warnings);
   if (ok && as_tree) {
     print_tree(&d, b);
     qs_defaults_free(&d);
@@ -304,17 +303,29 @@ bool qs_show_info(qs_session *s, const qs_cli_args *a, FILE *out, qs_error *err)
   if (!qs_session_searchpath(s, a->overrides, a->n_overrides, err)) return false;
   qs_strbuf b = {0};
   bool ok = true;
-  if (strcmp(a->info, "defaults") == 0) ok = info_defaults(s, a, false, &b, err);
-  else if (strcmp(a->info, "defaults-tree") == 0) ok = info_defaults(s, a, true, &b, err);
-  else if (strcmp(a->info, "searchpath") == 0) {
+  bool config = strcmp(a->info, "config") == 0;
+  if (strcmp(a->info, "defaults") == 0) {
+    ok = info_defaults(s, a, false, &b, err);
+  } else if (strcmp(a->info, "defaults-tree") == 0) {
+    ok = info_defaults(s, a, true, &b, err);
+  } else if (strcmp(a->info, "searchpath") == 0 || config) {
     /* Hydra composes the config to list its sources. */
     qs_node *cfg = NULL;
     ok = qs_session_compose(s, a->overrides, a->n_overrides, false, true, &cfg, NULL, err);
-    qs_node_free(cfg);
     if (ok) info_searchpath(s, &b);
-  }
-  else ok = qs_fail(err, QS_EXIT_USAGE, "--info %s is not available in qsens; use --info defaults, defaults-tree or searchpath",
+    /* --info config: every table, then the job config. */
+    ok = ok && (!config || (info_defaults(s, a, true, &b, err) && info_defaults(s, a, false, &b, err)));
+    if (ok && config) {
+      qs_map_del(cfg, "hydra");
+      char *yaml = qs_yaml_dump(cfg);
+      qs_sb_printf(&b, "Config\n******\n%s\n", yaml);
+      free(yaml);
+    }
+    qs_node_free(cfg);
+  } else {
+    ok = qs_fail(err, QS_EXIT_USAGE, "--info %s is not available in qsens; use --info config, defaults, defaults-tree or searchpath",
                     a->info);
+  }
   if (ok) emit(out, qs_sb_str(&b));
   qs_sb_free(&b);
   return ok;

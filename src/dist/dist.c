@@ -27,14 +27,6 @@ void qs_dist_finalize(qs_dist *d) {
   MPI_Finalize();
 }
 
-_Noreturn void qs_dist_abort(const qs_dist *d, int status, const char *msg) {
-  fprintf(stderr, "qsens: error: %s (rank %d on %s)\n", msg, d->rank, d->host);
-  fflush(stderr);
-  if (d->size > 1) MPI_Abort(MPI_COMM_WORLD, status);
-  MPI_Finalize();
-  exit(status);
-}
-
 bool qs_dist_all(const qs_dist *d, bool ok) {
   (void)d;
   int mine = ok ? 1 : 0, all = 0;

@@ -22,10 +22,6 @@ void qs_dist_finalize(qs_dist *d);
 
 static inline bool qs_dist_is_root(const qs_dist *d) { return d->rank == 0; }
 
-/* A failure on this rank alone: prints "qsens: error: <msg> (rank R on HOST)"
- * and aborts every rank, so none is left waiting in a collective. */
-_Noreturn void qs_dist_abort(const qs_dist *d, int status, const char *msg);
-
 /* True on every rank iff `ok` is true on every rank. */
 bool qs_dist_all(const qs_dist *d, bool ok);
 

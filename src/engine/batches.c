@@ -24,8 +24,8 @@ static bool check_one_logical(const qs_batch *src, size_t index, size_t batch_si
   if (whole) return true;
   return qs_fail(err, QS_EXIT_USAGE,
                  "packed batch %zu (samples %zu..%zu) is not exactly one logical batch of %zu samples: the loss "
-                 "is normalized per logical batch; set the packing limits (max_seqs, max_tokens) so that a packed "
-                 "batch holds one logical batch",
+                 "is normalized per logical batch, so a packed batch must hold exactly one (a dataset.token_budget "
+                 "that fits batch_size samples, at most batch_size sequences per packed batch)",
                  index, src->first_seq, src->first_seq + src->n_seqs - 1, batch_size);
 }
 
@@ -33,7 +33,6 @@ static void copy_batch(const qs_batch *src, eng_batch *dst) {
   dst->logical = src->first_logical;
   dst->n_seqs = (int)src->n_seqs;
   dst->tokens = (long)src->n_tokens;
-  dst->targets = (long)src->n_targets;
   dst->cu_seqlens = qs_malloc((src->n_seqs + 1) * sizeof(int32_t));
   memcpy(dst->cu_seqlens, src->cu_seqlens, (src->n_seqs + 1) * sizeof(int32_t));
   size_t bytes = (src->n_tokens ? src->n_tokens : 1) * sizeof(int32_t);
@@ -49,7 +48,7 @@ bool eng_batches_build(const struct qs_token_seq *seqs, size_t n, const struct q
   if (opts->padding != QS_PADDING_PACKED)
     return qs_fail(err, QS_EXIT_USAGE,
                    "dataset.padding=max_length is not supported by the scoring engine: the model runs packed "
-                   "batches only (use dataset.padding=none)");
+                   "batches only (use dataset.padding=packed)");
   qs_batch_plan plan;
   if (!qs_batch_plan_build(seqs, n, opts, &plan, err)) return false;
   out->batch_size = opts->batch_size;

@@ -1,7 +1,6 @@
 /* The pass's packed batches in a form the run code can hand to the model
- * (internal to the engine). Built from text/batch.h's plan in batches.c, the
- * only engine file that includes text/batch.h: its qs_batch type clashes with
- * model/qwen3.h's, so this header names neither. */
+ * (internal to the engine), built from text/batch.h's plan in batches.c:
+ * the one place that turns caption batches into model batches. */
 #ifndef QSENS_ENGINE_BATCHES_H
 #define QSENS_ENGINE_BATCHES_H
 
@@ -21,7 +20,6 @@ typedef struct eng_batch {
   int32_t *ids;        /* [tokens] */
   int32_t *labels;     /* [tokens] unshifted labels as model/qwen3.h reads them */
   long tokens;
-  long targets;        /* valid next-token targets */
 } eng_batch;
 
 typedef struct eng_batches {

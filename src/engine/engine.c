@@ -26,6 +26,7 @@ typedef struct eng_linear {
   qs_linear_kind kind;
   qs_tensor w;    /* imported weight [out, in] */
   bool none_only; /* matched disabled_layers: kept unquantized, not scored */
+  bool scored;    /* scored by this rank: not none_only, in its layer slice */
   double wmax;    /* max |W| */
 } eng_linear;
 
@@ -72,6 +73,9 @@ typedef struct engine {
   size_t nsizes;
   qs_tensor acc;       /* [nlin, 1] running calibration amax */
   qs_tensor head_amax; /* [1, 1] dynamic amax of the whole lm_head input of a batch */
+  float *pad_amax;     /* [nlin] input amax of the pad row (0: pads excluded) */
+  qs_tensor pad_acc;   /* [nlin, 1] its accumulators */
+  qs_tensor dyn_amax;  /* [1, 1] a decoder Linear's dynamic amax with the pad row */
   qs_tensor *xq;       /* per-visit activation slots (capacity xq_cap elements each) */
   long *xq_cap;
   eng_xq_key *xq_keys;
@@ -84,6 +88,7 @@ qs_engine_options qs_engine_options_default(void) {
   qs_engine_options o;
   memset(&o, 0, sizeof o);
   o.precision = QS_DELTA_ACCURATE;
+  o.calib_pad_policy = QS_CALIB_PADS_INCLUDE;
   o.mx_rule = QS_MX_NV_CEIL;
   o.nvfp4_w4a8_block = 16;
   o.nvfp4_effective_bits = 4.0;
@@ -132,24 +137,30 @@ static double abs_max_bf16(const qs_bf16 *w, long n) {
 }
 
 /* Members of one recipe group share its choices (§4.4), so a glob may not
- * disable only some of q/k/v or gate/up. */
+ * disable only some of q/k/v or gate/up: each of those Linears must agree
+ * with its group's first member. */
+static qs_linear_kind group_leader(qs_linear_kind kind) {
+  if (kind == QS_LIN_K || kind == QS_LIN_V) return QS_LIN_Q;
+  return kind == QS_LIN_UP ? QS_LIN_GATE : kind;
+}
+
 static bool check_group_agreement(const engine *e, qs_error *err) {
-  static const qs_linear_kind groups[][3] = {{QS_LIN_Q, QS_LIN_K, QS_LIN_V}, {QS_LIN_GATE, QS_LIN_UP, QS_LIN_UP}};
-  for (int l = 0; l < e->lm->cfg.layers; l++)
-    for (size_t g = 0; g < 2; g++)
-      for (size_t m = 1; m < 3; m++) {
-        const eng_linear *first = &e->lin[l * LINEARS_PER_LAYER + groups[g][0]];
-        const eng_linear *other = &e->lin[l * LINEARS_PER_LAYER + groups[g][m]];
-        if (first->none_only == other->none_only) continue;
-        char a[160], b[160];
-        qs_engine_linear_name(e->opts->name_style, l, groups[g][0], a, sizeof a);
-        qs_engine_linear_name(e->opts->name_style, l, groups[g][m], b, sizeof b);
-        return qs_fail(err, QS_EXIT_USAGE,
-                       "disabled_layers matches %s but not %s: they share one recipe group, so disable both or "
-                       "neither",
-                       first->none_only ? a : b, first->none_only ? b : a);
-      }
+  for (size_t i = 0; i < (size_t)e->lm->cfg.layers * LINEARS_PER_LAYER; i++) {
+    const eng_linear *member = &e->lin[i];
+    size_t leader = i - (size_t)member->kind + (size_t)group_leader(member->kind);
+    if (member->none_only == e->lin[leader].none_only) continue;
+    char a[160], b[160];
+    linear_name(e, member->none_only ? i : leader, a, sizeof a);
+    linear_name(e, member->none_only ? leader : i, b, sizeof b);
+    return qs_fail(err, QS_EXIT_USAGE,
+                   "disabled_layers matches %s but not %s: they share one recipe group, so disable both or neither",
+                   a, b);
+  }
   return true;
+}
+
+static bool in_layer_slice(const qs_engine_options *o, int layer) {
+  return o->layer_slices <= 1 || layer % o->layer_slices == o->layer_slice;
 }
 
 static bool setup_linears(engine *e, qs_error *err) {
@@ -166,6 +177,7 @@ static bool setup_linears(engine *e, qs_error *err) {
     l->wmax = abs_max_bf16(w, (long)out * in);
     char name[160];
     l->none_only = is_disabled(e->opts, linear_name(e, i, name, sizeof name));
+    l->scored = !l->none_only && in_layer_slice(e->opts, l->layer < 0 ? layers : l->layer);
   }
   return check_group_agreement(e, err);
 }
@@ -241,8 +253,11 @@ static bool setup_cells(engine *e, qs_engine_cell *cells, size_t ncells, const e
   e->xq = qs_calloc(ncells ? ncells : 1, sizeof *e->xq);
   e->xq_cap = qs_calloc(ncells ? ncells : 1, sizeof *e->xq_cap);
   e->xq_keys = qs_calloc(ncells ? ncells : 1, sizeof *e->xq_keys);
+  e->pad_amax = qs_calloc(e->nlin, sizeof(float));
   return qs_tensor_alloc(e->be, QS_F32, (long)e->nlin, 1, &e->acc, err) &&
-         qs_tensor_alloc(e->be, QS_F32, 1, 1, &e->head_amax, err);
+         qs_tensor_alloc(e->be, QS_F32, (long)e->nlin, 1, &e->pad_acc, err) &&
+         qs_tensor_alloc(e->be, QS_F32, 1, 1, &e->head_amax, err) &&
+         qs_tensor_alloc(e->be, QS_F32, 1, 1, &e->dyn_amax, err);
 }
 
 static void engine_free(engine *e) {
@@ -255,6 +270,9 @@ static void engine_free(engine *e) {
   for (size_t i = 0; e->xq && i < e->ncells; i++) qs_tensor_free(e->be, &e->xq[i]);
   qs_tensor_free(e->be, &e->acc);
   qs_tensor_free(e->be, &e->head_amax);
+  qs_tensor_free(e->be, &e->pad_acc);
+  qs_tensor_free(e->be, &e->dyn_amax);
+  free(e->pad_amax);
   free(e->xq);
   free(e->xq_cap);
   free(e->xq_keys);
@@ -267,9 +285,17 @@ static void engine_free(engine *e) {
 
 /* ---- batches and progress ---------------------------------------------- */
 
-static qs_batch model_batch(const eng_batch *b, long index) {
-  qs_batch mb = {index, b->n_seqs, b->cu_seqlens, b->ids, b->labels, NULL};
+static qs_qwen3_batch model_batch(const eng_batch *b, long index) {
+  qs_qwen3_batch mb = {index, b->n_seqs, b->cu_seqlens, b->ids, b->labels, NULL};
   return mb;
+}
+
+/* Samples in the first n_logical logical batches. */
+static size_t samples_in(const eng_batches *batches, size_t n_logical) {
+  size_t n = 0;
+  for (size_t i = 0; i < batches->count && batches->items[i].logical < n_logical; i++)
+    n += (size_t)batches->items[i].n_seqs;
+  return n;
 }
 
 typedef struct progress {
@@ -294,6 +320,47 @@ static void progress_step(const engine *e, progress *p, const eng_batch *b, doub
           label ? label : "", label ? " " : "", p->phase, p->done, p->total, p->samples, p->samples_total,
           p->tokens, rate, eta, p->loss_sum / (double)p->done);
   fflush(f);
+}
+
+/* ---- the pad row (calib_pad_policy=include) ------------------------------ */
+
+/* The pad token alone, with o_proj's output zeroed: a fully masked
+ * attention row outputs 0, so o_proj's input is 0 (no amax) and everything
+ * after it is what every pad position of the padded flow computes. */
+static bool pad_visit(void *ctx, const qs_linear_site *site, const qs_tensor *x, qs_tensor *y, qs_error *err) {
+  engine *e = ctx;
+  size_t i = linear_index(e, site);
+  if (site->kind == QS_LIN_O) {
+    void *zeros = qs_calloc(1, qs_tensor_bytes(y));
+    bool ok = qs_tensor_upload(e->be, y, zeros, err);
+    free(zeros);
+    return ok;
+  }
+  if (e->lin[i].none_only) return true;
+  qs_tensor acc = qs_tensor_rows(&e->pad_acc, (long)i, 1);
+  return qs_op_amax_accumulate(e->be, x, &acc, err);
+}
+
+static bool any_act_quant(const engine *e) {
+  for (size_t i = 0; i < e->ncells; i++)
+    if (e->cells[i].act_quant) return true;
+  return false;
+}
+
+static bool measure_pad_row(engine *e, qs_qwen3 *model, int32_t pad_id, qs_error *err) {
+  if (e->opts->calib_pad_policy != QS_CALIB_PADS_INCLUDE || !any_act_quant(e)) return true;
+  if (pad_id < 0 || pad_id >= e->lm->cfg.vocab)
+    return qs_fail(err, QS_EXIT_USAGE,
+                   "calib_pad_policy=include: the pad token id %d is outside the model's vocabulary of %d (set the "
+                   "tokenizer's pad token, or calib_pad_policy=exclude)",
+                   pad_id, e->lm->cfg.vocab);
+  TRY(qs_tensor_upload(e->be, &e->pad_acc, e->pad_amax, err));
+  int32_t cu[2] = {0, 1}, ids[1] = {pad_id};
+  qs_qwen3_batch probe = {-1, 1, cu, ids, NULL, NULL};
+  qs_qwen3_visitor v = {pad_visit, NULL, e->opts->include_lm_head, e};
+  qs_qwen3_result res;
+  TRY(qs_qwen3_run(model, &probe, false, &v, &res, err));
+  return qs_tensor_download(e->be, e->pad_amax, &e->pad_acc, err);
 }
 
 /* ---- calibration ------------------------------------------------------- */
@@ -328,16 +395,12 @@ static bool calibrate(engine *e, qs_qwen3 *model, const eng_batches *batches, qs
   size_t n_calib = 0;
   for (size_t s = 0; s < e->nsizes; s++)
     if (e->sizes[s].steps.n_calib > n_calib) n_calib = e->sizes[s].steps.n_calib;
-  float *zeros = qs_calloc(e->nlin, sizeof(float));
-  bool ok = qs_tensor_upload(e->be, &e->acc, zeros, err);
-  free(zeros);
-  TRY(ok);
+  TRY(qs_tensor_upload(e->be, &e->acc, e->pad_amax, err));
   qs_qwen3_visitor v = {calib_visit, NULL, e->opts->include_lm_head, e};
-  progress p = {"calibrate", n_calib, 0, 0, 0, 0, now_s(), 0.0};
+  progress p = {"calibrate", n_calib, 0, 0, samples_in(batches, n_calib), 0, now_s(), 0.0};
   for (size_t i = 0; i < batches->count && batches->items[i].logical < n_calib; i++) {
     const eng_batch *b = &batches->items[i];
-    p.samples_total = n_calib * batches->batch_size;
-    qs_batch mb = model_batch(b, (long)i);
+    qs_qwen3_batch mb = model_batch(b, (long)i);
     qs_qwen3_result res;
     TRY(qs_qwen3_run(model, &mb, false, &v, &res, err));
     TRY(snapshot_sizes(e, b->logical, err));
@@ -372,7 +435,19 @@ static const qs_tensor *act_amax_tensor(engine *e, const eng_cell *c, size_t i, 
     *view = qs_tensor_rows(&e->sizes[c->size].amax, (long)i, 1);
     return view;
   }
-  return e->lin[i].kind == QS_LIN_LM_HEAD ? &e->head_amax : NULL;
+  if (e->lin[i].kind == QS_LIN_LM_HEAD) return &e->head_amax;
+  return e->opts->calib_pad_policy == QS_CALIB_PADS_INCLUDE ? &e->dyn_amax : NULL;
+}
+
+/* max(pad row, |x|) of a decoder Linear for the dynamic cells of a visit. */
+static bool dynamic_amax_with_pads(engine *e, size_t i, const qs_tensor *x, qs_error *err) {
+  if (e->opts->calib_pad_policy != QS_CALIB_PADS_INCLUDE || e->lin[i].kind == QS_LIN_LM_HEAD) return true;
+  bool needed = false;
+  for (size_t ci = 0; ci < e->ncells; ci++)
+    needed |= e->cells[ci].dynamic && cell_scores_batch(e, &e->cells[ci], e->batch->logical);
+  if (!needed) return true;
+  TRY(qs_tensor_upload(e->be, &e->dyn_amax, &e->pad_amax[i], err));
+  return qs_op_amax_accumulate(e->be, x, &e->dyn_amax, err);
 }
 
 static bool act_quantized(engine *e, const eng_cell *c, size_t i, const qs_tensor *x, const qs_tensor **out,
@@ -404,8 +479,9 @@ static bool score_visit(void *ctx, const qs_linear_site *site, const qs_tensor *
                         qs_error *err) {
   engine *e = ctx;
   size_t i = linear_index(e, site);
-  if (e->lin[i].none_only) return true;
+  if (!e->lin[i].scored) return true;
   e->nxq = 0;
+  TRY(dynamic_amax_with_pads(e, i, x, err));
   for (size_t ci = 0; ci < e->ncells; ci++) {
     eng_cell *c = &e->cells[ci];
     if (!cell_scores_batch(e, c, e->batch->logical)) continue;
@@ -436,15 +512,14 @@ static bool head_amax_visit(void *ctx, const qs_linear_site *site, const qs_tens
  * visited in chunks whose gradients come before later chunks' inputs, so a
  * forward-only pre-pass collects it first. */
 static bool needs_head_prepass(const engine *e) {
-  if (!e->opts->include_lm_head || e->lin[e->nlin - 1].none_only) return false;
+  if (!e->opts->include_lm_head || !e->lin[e->nlin - 1].scored) return false;
   for (size_t i = 0; i < e->ncells; i++)
     if (e->cells[i].dynamic && qs_fq_amax_count(&e->cells[i].aspec, 1, 1) > 0) return true;
   return false;
 }
 
-static bool head_prepass(engine *e, qs_qwen3 *model, const qs_batch *mb, qs_error *err) {
-  float zero = 0.0f;
-  TRY(qs_tensor_upload(e->be, &e->head_amax, &zero, err));
+static bool head_prepass(engine *e, qs_qwen3 *model, const qs_qwen3_batch *mb, qs_error *err) {
+  TRY(qs_tensor_upload(e->be, &e->head_amax, &e->pad_amax[e->nlin - 1], err));
   qs_qwen3_visitor v = {head_amax_visit, NULL, true, e};
   qs_qwen3_result res;
   return qs_qwen3_run(model, mb, false, &v, &res, err);
@@ -456,13 +531,12 @@ static bool score(engine *e, qs_qwen3 *model, const eng_batches *batches, qs_err
     if (e->sizes[s].steps.n_score > n_score) n_score = e->sizes[s].steps.n_score;
   qs_qwen3_visitor v = {NULL, score_visit, e->opts->include_lm_head, e};
   bool prepass = needs_head_prepass(e);
-  progress p = {"score", n_score, 0, 0, 0, 0, now_s(), 0.0};
+  progress p = {"score", n_score, 0, 0, samples_in(batches, n_score), 0, now_s(), 0.0};
   for (size_t i = 0; i < batches->count && batches->items[i].logical < n_score; i++) {
     const eng_batch *b = &batches->items[i];
-    p.samples_total = n_score * batches->batch_size;
     e->batch = b;
     e->batch_no = i;
-    qs_batch mb = model_batch(b, (long)i);
+    qs_qwen3_batch mb = model_batch(b, (long)i);
     if (prepass) TRY(head_prepass(e, model, &mb, err));
     qs_qwen3_result res;
     TRY(qs_qwen3_run(model, &mb, true, &v, &res, err));
@@ -527,6 +601,9 @@ static bool run_pass(engine *e, const qs_engine_data *data, qs_engine_cell *cell
   if (n_samples > data->n_seqs)
     return qs_fail(err, QS_EXIT_USAGE, "a dataset size of %zu samples, but only %zu samples were given", n_samples,
                    data->n_seqs);
+  const qs_engine_options *o = e->opts;
+  if (o->layer_slices > 1 && (o->layer_slice < 0 || o->layer_slice >= o->layer_slices))
+    return qs_fail(err, QS_EXIT_USAGE, "layer slice %d is not in [0, %d)", o->layer_slice, o->layer_slices);
   TRY(eng_batches_build(data->seqs, n_samples, data->batch, batches, err));
   TRY(setup_linears(e, err));
   TRY(setup_cells(e, cells, ncells, batches, data->n_seqs, err));
@@ -535,7 +612,8 @@ static bool run_pass(engine *e, const qs_engine_data *data, qs_engine_cell *cell
   qs_qwen3 *model = NULL;
   TRY(qs_qwen3_create(e->be, e->lm, &mo, &model, err));
   double t0 = now_s();
-  bool ok = !any_static(e) || calibrate(e, model, batches, err);
+  bool ok = measure_pad_row(e, model, batches->pad_id, err);
+  ok = ok && (!any_static(e) || calibrate(e, model, batches, err));
   double t1 = now_s();
   ok = ok && score(e, model, batches, err);
   double t2 = now_s();

@@ -23,7 +23,7 @@
  * zeroed) and lets its Linear inputs enter every static amax and every
  * dynamic amax, as the pads of every padded batch would.
  *
- * Batches are packed (dataset.padding=none). Each packed batch must be one
+ * Batches are packed (dataset.padding=packed). Each packed batch must be one
  * logical batch of batch_size samples, because the model normalizes the loss
  * per packed batch as the existing flow does per logical batch. */
 #ifndef QSENS_ENGINE_ENGINE_H
@@ -38,8 +38,8 @@
 #include "model/lm.h"
 #include "report/results.h"
 
-/* text/batch.h types, by tag only: that header's qs_batch clashes with the
- * model's (model/qwen3.h), and the engine's run code includes the latter. */
+/* text/batch.h types, by tag only: callers of the engine need not include
+ * the text module's headers. */
 struct qs_token_seq;
 struct qs_batch_opts;
 
@@ -72,6 +72,11 @@ typedef struct qs_engine_options {
   const char *const *disabled_layers; /* fnmatch globs on module names: NONE-only Linears */
   size_t n_disabled_layers;
   long lm_chunk_tokens;         /* logits rows alive at once; <= 0: the model's default */
+  /* parallel.mode=layers: this rank scores only the decoder layers l with
+   * l % layer_slices == layer_slice (the lm_head counts as layer L); the
+   * other Linears keep raw score 0, so a SUM over the ranks' cells gives the
+   * full scores exactly. layer_slices <= 1: score every Linear. */
+  int layer_slice, layer_slices;
   FILE *progress;               /* one line per batch; NULL: silent (ranks other than 0) */
   const char *progress_label;   /* prefix of progress lines, e.g. "pass 1/3"; NULL: none */
 } qs_engine_options;

@@ -64,7 +64,7 @@ struct qs_qwen3 {
 /* State of one qs_qwen3_run. */
 typedef struct run_ctx {
   qs_qwen3 *m;
-  const qs_batch *batch;
+  const qs_qwen3_batch *batch;
   const qs_qwen3_visitor *visitor;
   bool backward;
   long tokens;
@@ -278,7 +278,7 @@ static bool prepare_bufs(qs_qwen3 *m, long t, int n_seqs, bool backward, qs_erro
 
 /* ---- batch checks and targets ------------------------------------------ */
 
-static bool check_batch(const qs_qwen3 *m, const qs_batch *b, qs_error *err) {
+static bool check_batch(const qs_qwen3 *m, const qs_qwen3_batch *b, qs_error *err) {
   if (b->n_seqs < 0) return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: negative sequence count", b->index);
   if (b->n_seqs > 0 && b->cu_seqlens[0] != 0)
     return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: cu_seqlens must start at 0 (got %d)", b->index,
@@ -303,7 +303,7 @@ static bool check_batch(const qs_qwen3 *m, const qs_batch *b, qs_error *err) {
 
 /* Shifted targets (token t predicts label t+1 of its own sequence), the
  * positions and the valid-target count, on the host. */
-static long host_targets(const qs_batch *b, int32_t *targets, int32_t *positions, int *longest) {
+static long host_targets(const qs_qwen3_batch *b, int32_t *targets, int32_t *positions, int *longest) {
   long n_valid = 0;
   *longest = 0;
   for (int s = 0; s < b->n_seqs; s++) {
@@ -321,7 +321,7 @@ static long host_targets(const qs_batch *b, int32_t *targets, int32_t *positions
 }
 
 static bool upload_batch(run_ctx *r, long *n_valid, qs_error *err) {
-  const qs_batch *b = r->batch;
+  const qs_qwen3_batch *b = r->batch;
   run_bufs *bufs = &r->m->bufs;
   int32_t *targets = qs_malloc((size_t)(r->tokens ? r->tokens : 1) * sizeof(int32_t));
   int32_t *positions = qs_malloc((size_t)(r->tokens ? r->tokens : 1) * sizeof(int32_t));
@@ -534,7 +534,7 @@ static bool decoder_backward(run_ctx *r, qs_error *err) {
   return true;
 }
 
-bool qs_qwen3_run(qs_qwen3 *m, const qs_batch *batch, bool backward, const qs_qwen3_visitor *visitor,
+bool qs_qwen3_run(qs_qwen3 *m, const qs_qwen3_batch *batch, bool backward, const qs_qwen3_visitor *visitor,
                   qs_qwen3_result *result, qs_error *err) {
   memset(result, 0, sizeof *result);
   TRY(check_batch(m, batch, err));

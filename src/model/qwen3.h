@@ -25,7 +25,7 @@
 #define QS_IGNORE_LABEL (-100)
 
 /* A packed batch: B sequences concatenated into T tokens (host memory). */
-typedef struct qs_batch {
+typedef struct qs_qwen3_batch {
   long index;                /* batch number, used in messages */
   int n_seqs;                /* B */
   const int32_t *cu_seqlens; /* [B+1]: 0 = cu[0] <= cu[1] <= ... <= cu[B] = T */
@@ -36,9 +36,9 @@ typedef struct qs_batch {
   const int32_t *labels;
   /* [T] RoPE positions; NULL: 0..n-1 within every sequence. */
   const int32_t *positions;
-} qs_batch;
+} qs_qwen3_batch;
 
-static inline long qs_batch_tokens(const qs_batch *b) { return b->n_seqs > 0 ? b->cu_seqlens[b->n_seqs] : 0; }
+static inline long qs_batch_tokens(const qs_qwen3_batch *b) { return b->n_seqs > 0 ? b->cu_seqlens[b->n_seqs] : 0; }
 
 typedef struct qs_qwen3_options {
   bool keep_activations; /* false: recompute each layer in the backward */
@@ -92,7 +92,7 @@ void qs_qwen3_destroy(qs_qwen3 *m);
  * (skipped when the batch has no valid target: the loss is then 0 and no
  * backward callback runs). A non-finite loss or gradient fails naming the
  * Linear or layer and the batch. */
-bool qs_qwen3_run(qs_qwen3 *m, const qs_batch *batch, bool backward, const qs_qwen3_visitor *visitor,
+bool qs_qwen3_run(qs_qwen3 *m, const qs_qwen3_batch *batch, bool backward, const qs_qwen3_visitor *visitor,
                   qs_qwen3_result *result, qs_error *err);
 
 /* "layers.3.self_attn.q_proj", "layers.0.mlp.down_proj", "lm_head" into buf. */

@@ -14,16 +14,16 @@
 #include "quant/format.h"
 #include "quant/fq.h"
 
-typedef enum qs_dtype { QS_DTYPE_BF16, QS_DTYPE_F32 } qs_dtype;
+typedef enum qs_elem_type { QS_DTYPE_BF16, QS_DTYPE_F32 } qs_elem_type;
 
 typedef struct qs_src {
   const void *data;
-  qs_dtype dtype;
+  qs_elem_type dtype;
 } qs_src;
 
 typedef struct qs_dst {
   void *data;
-  qs_dtype dtype;
+  qs_elem_type dtype;
 } qs_dst;
 
 /* max |x| over n elements. NaN anywhere gives NaN (so a corrupt tensor cannot

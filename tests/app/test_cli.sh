@@ -37,7 +37,14 @@ for args in quant_pair=nope foo=1 +autoquant.method=x quant_pair=a,b; do
   check "$args writes nothing" test ! -e outputs
 done
 
-# 4. a sweep: jobs 0..5 in Hydra's order (last key fastest) with their .hydra files
+# 4. a job whose inputs are wrong fails with one line naming the culprit and the rank
+"$Q" model=qwen3_vl_4b_instruct model.path=$work/nowhere hydra.run.dir=bad >bad.out 2>bad.err
+status=$?
+check "bad model.path exits with status 1 (got $status)" test "$status" -eq 1
+check "bad model.path is named" grep -qx "qsens: error: model.path '$work/nowhere' is not a directory (rank 0 on $(hostname))" bad.err
+check "the failed run is recorded as failed" grep -q '"status": "failed"' bad/qsens_run.json
+
+# 5. a sweep: jobs 0..5 in Hydra's order (last key fastest) with their .hydra files
 expected_overrides() {   # job number -> overrides.yaml content
   local pairs=(wfp4_afp16 wfp4_afp16 wfp4_afp16 wfp8_afp8 wfp8_afp8 wfp8_afp8) sizes=(small medium large)
   printf -- '- quant_pair=%s\n- dataset.size=%s\n' "${pairs[$1]}" "${sizes[$(($1 % 3))]}"
@@ -61,7 +68,7 @@ sweep=$(ls -d multirun/*/* 2>/dev/null | head -1)
 check "sweep dir is multirun/<date>/<time>" bash -c "[[ '$sweep' =~ ^multirun/[0-9]{4}-[0-9]{2}-[0-9]{2}/[0-9]{2}-[0-9]{2}-[0-9]{2}$ ]]"
 [ -n "$sweep" ] && check_sweep "$sweep"
 
-# 5. the same sweep on 2 MPI ranks gives the same tree, jobs split over ranks
+# 6. the same sweep on 2 MPI ranks gives the same tree, jobs split over ranks
 if [ -n "$MPIEXEC" ]; then
   "$MPIEXEC" -np 2 "$Q" -m quant_pair=wfp4_afp16,wfp8_afp8 dataset.size=small,medium,large \
     hydra.sweep.dir=mpi >mpi.out 2>mpi.err
@@ -69,6 +76,11 @@ if [ -n "$MPIEXEC" ]; then
   check_sweep mpi
   check "rank 1 ran job #1" grep -qx 'qsens: job #1 ran on rank 1' mpi.out
   check "rank 0 ran job #2" grep -qx 'qsens: job #2 ran on rank 0' mpi.out
+  "$MPIEXEC" -np 2 "$Q" -m dataset.size=small,huge hydra.sweep.dir=mpibad >mpibad.out 2>mpibad.err
+  check "a failing job on rank 1 fails the sweep" test $? -eq 1
+  check "the failure names the job and rank 1" \
+    grep -q "^qsens: error: job #1: dataset.size 'huge' is not one of the sizes listed in dataset.sizes (rank 1 on " mpibad.err
+  check "the other job still ran" grep -q '"status": "inputs-validated"' mpibad/0/qsens_run.json
   for j in 0 1 2 3 4 5; do
     check "job $j config equal to the 1-rank sweep" cmp -s "mpi/$j/.hydra/config.yaml" "$sweep/$j/.hydra/config.yaml"
   done

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "config/hydra.h"
+#include "config/interp.h"
 #include "core/fsutil.h"
 #include "core/mem.h"
 
@@ -51,6 +53,68 @@ static char *mutate(const char *text) {
   if (at + cut > len) cut = len - at;
   strcat(out, text + at + cut);
   return out;
+}
+
+/* Random strings from interpolation-grammar fragments: reading them must
+ * give a value or one error message. */
+static void fuzz_interpolation(void) {
+  static const char *const parts[] = {"${", "}", ":", ".", "..", "\\", "'", "\"", ",", "oc.env", "now", "hydra",
+                                      "a", "b", "[0]", "[", "]", "%Y", " ", "x", "job.num", "${a}", "null", "3"};
+  qs_node *root = qs_node_map();
+  qs_node *a = qs_node_map();
+  qs_map_set(a, "b", qs_node_int(1));
+  qs_map_set(root, "a", a);
+  qs_node *hydra = qs_node_map();
+  qs_node *job = qs_node_map();
+  qs_map_set(job, "num", qs_node_int(0));
+  qs_map_set(hydra, "job", job);
+  int resolved = 0, failed = 0;
+  for (int round = 0; round < 3000; round++) {
+    char text[256] = "";
+    for (int k = (int)(next_rand() % 8) + 1; k > 0; k--)
+      strncat(text, parts[next_rand() % (sizeof parts / sizeof *parts)], sizeof text - strlen(text) - 1);
+    qs_map_set(root, "x", qs_node_str(text));
+    qs_node *out = NULL;
+    qs_error err = {0};
+    if (qs_interp_select_in(root, hydra, "x", &out, &err)) {
+      resolved++;
+      CHECK(out != NULL);
+    } else {
+      failed++;
+      if (!err.msg[0]) fprintf(stderr, "empty error for [%s]\n", text);
+      CHECK(err.msg[0] != '\0');
+    }
+    qs_node_free(out);
+  }
+  CHECK(resolved > 100 && failed > 100);
+  printf("interpolation: resolved %d, failed %d\n", resolved, failed);
+  qs_node_free(hydra);
+  qs_node_free(root);
+}
+
+/* Random command lines of flags and their values. */
+static void fuzz_flags(const qs_hydra_options *opts, FILE *sink) {
+  static const char *const words[] = {"--cfg", "-c", "job", "hydra", "all", "-p", "seed", "--resolve", "--info",
+                                      "defaults", "-i", "-cn", "config", "nope", "--config-name=config", "-m", "-r",
+                                      "--help", "--hydra-help", "--version", "--", "-", "--cf", "--c", "-x",
+                                      "--cfg=bad", "--run=1", "seed=1", "-cp", "/nonexistent", "-cd", "--info=tree"};
+  int ok_count = 0, err_count = 0;
+  for (int round = 0; round < 300; round++) {
+    char *argv[8] = {"qsens"};
+    int argc = 1;
+    for (int k = (int)(next_rand() % 5) + 1; k > 0; k--) argv[argc++] = (char *)words[next_rand() % (sizeof words / sizeof *words)];
+    qs_hydra_plan plan;
+    qs_error err = {0};
+    if (qs_hydra_prepare(argc, argv, opts, &plan, sink, sink, &err)) {
+      ok_count++;
+      qs_hydra_plan_free(&plan);
+    } else {
+      err_count++;
+      CHECK(err.msg[0] != '\0' && err.status != 0);
+    }
+  }
+  CHECK(ok_count > 10 && err_count > 10);
+  printf("flags: accepted %d, refused %d\n", ok_count, err_count);
 }
 
 int main(void) {
@@ -105,6 +169,11 @@ int main(void) {
   CHECK(composed > 20);
   CHECK(failed > 20);
   printf("composed %d, failed %d\n", composed, failed);
+  fuzz_interpolation();
+  write_file(config_path, base_config);
+  /* Runs (not only --cfg) write outputs: keep them in the temporary dir. */
+  if (chdir(tmpl) != 0) return 1;
+  fuzz_flags(&opts, sink);
   fclose(sink);
   free(config_path);
   free(db);

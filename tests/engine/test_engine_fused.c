@@ -70,6 +70,7 @@ int main(void) {
   qs_batch_opts bopts = qs_batch_opts_default();
   bopts.batch_size = 4;
   bopts.score_size = 8;
+  bopts.pad_id = cfg.vocab - 3; /* <|endoftext|> of the demo tokenizer; its row enters the amax */
   qs_engine_options opts = qs_engine_options_default();
   opts.include_lm_head = true;
   qs_error err;

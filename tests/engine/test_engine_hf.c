@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
   bopts.score_size = (size_t)json_integer_value(json_object_get(ref, "score_size"));
   qs_engine_options opts = qs_engine_options_default();
   opts.include_lm_head = true;
+  opts.calib_pad_policy = QS_CALIB_PADS_EXCLUDE; /* the reference's amax sees real tokens only */
 
   json_t *pairs = json_object_get(ref, "scores");
   qs_engine_cell cells[MAX_PAIRS];

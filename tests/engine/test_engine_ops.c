@@ -171,8 +171,8 @@ static double slow_score(const float *x, const float *xq, const float *w, const 
   return total;
 }
 
-static void check_score_twin(const char *wname, const char *aname, qs_delta_mode mode, double tol) {
-  enum { T = 3, N = 4100, K = 64 }; /* N > 4096: two partials per row */
+static void check_score_twin(const char *wname, const char *aname, qs_delta_mode mode, double tol, long T, long N,
+                             long K) {
   float *x = qs_malloc(T * K * sizeof(float)), *xq = qs_malloc(T * K * sizeof(float));
   float *w = qs_malloc(N * K * sizeof(float)), *wq = qs_malloc(N * K * sizeof(float));
   float *g = qs_malloc(T * N * sizeof(float));
@@ -200,13 +200,17 @@ static void test_score_twins(void) {
   const char *pairs[][2] = {{"mxfp4", "none"}, {"mxfp4", "fp8"}, {"fp8", "none"}, {"fp8", "fp8"},
                             {"int8", "none"}, {"int8", "fp8"}, {"int8", "int8"}};
   for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++) {
-    check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_ACCURATE, 1e-5);
+    /* N > 4096: two partials (column blocks) per row */
+    check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_ACCURATE, 1e-5, 3, 4100, 64);
     /* modelopt: the fp32 GEMM may round an output to the other bf16
      * neighbour than the correctly rounded fp64 one (a few ulp of fp32 near
      * a bf16 tie, ~1e-4 of the 12300 outputs); one such flip moves one of
      * ~12300 comparable terms by O(1) of itself: 1e-3 bounds a few. */
-    check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_MODELOPT, 1e-3);
+    check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_MODELOPT, 1e-3, 3, 4100, 64);
   }
+  /* More rows than one block of 2^22 / 4096 = 1024: the row blocking. */
+  check_score_twin("int8", "int8", QS_DELTA_ACCURATE, 1e-5, 1100, 40, 32);
+  check_score_twin("int8", "int8", QS_DELTA_MODELOPT, 1e-3, 1100, 40, 32);
 }
 
 int main(void) {

@@ -68,6 +68,7 @@ static void world_init(world *w) {
   w->seqs = fixture_seqs(w->n, cfg.vocab, 17);
   w->bopts = qs_batch_opts_default();
   w->bopts.batch_size = 4;
+  w->bopts.pad_id = 1;
   w->opts = qs_engine_options_default();
 }
 
@@ -109,6 +110,9 @@ static void test_errors(void) {
   w.bopts.max_seqs = 8;
   expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "not exactly one logical batch");
   w.bopts.max_seqs = 0;
+  w.bopts.pad_id = 50;
+  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "pad token id 50 is outside");
+  w.bopts.pad_id = 1;
   const char *split[] = {"*layers.1.self_attn.k_proj"};
   w.opts.disabled_layers = split;
   w.opts.n_disabled_layers = 1;
@@ -191,11 +195,103 @@ static void test_modelopt_and_progress(void) {
   world_free(&w);
 }
 
+/* calib_pad_policy: the pad row can only raise a static amax, and it
+ * enters the dynamic amax of wfp4_afp8 too. */
+static void test_pad_policy(void) {
+  world w;
+  world_init(&w);
+  qs_error err;
+  qs_cell *inc, *exc, *dyn_inc, *dyn_exc;
+  CHECK(run_one(&w, "wint8_aint8", 8, &inc, &err));
+  CHECK(run_one(&w, "wfp4_afp8", 8, &dyn_inc, &err));
+  w.opts.calib_pad_policy = QS_CALIB_PADS_EXCLUDE;
+  CHECK(run_one(&w, "wint8_aint8", 8, &exc, &err));
+  CHECK(run_one(&w, "wfp4_afp8", 8, &dyn_exc, &err));
+  size_t raised = 0, lowered = 0, dyn_changed = 0;
+  for (size_t i = 0; i < inc->nlinears; i++) {
+    raised += inc->linears[i].input_amax[0] > exc->linears[i].input_amax[0];
+    lowered += inc->linears[i].input_amax[0] < exc->linears[i].input_amax[0];
+    dyn_changed += dyn_inc->linears[i].raw_scores[0] != dyn_exc->linears[i].raw_scores[0];
+  }
+  CHECK_INT(lowered, 0);
+  CHECK(raised > 0);
+  CHECK(dyn_changed > 0);
+  /* o_proj's pad input is 0: it never raises that amax. */
+  CHECK(inc->linears[3].input_amax[0] == exc->linears[3].input_amax[0]);
+  qs_cell_free(inc);
+  qs_cell_free(exc);
+  qs_cell_free(dyn_inc);
+  qs_cell_free(dyn_exc);
+  world_free(&w);
+}
+
+/* The head is visited in chunks of lm_chunk_tokens rows; its scores (and
+ * wfp4_afp8's dynamic amax, which must cover the whole batch) do not depend
+ * on the chunking beyond fp32 rounding: BLAS blocks a GEMM of fewer rows
+ * differently (the model's logits and G too), ~1e-7 relative; 1e-5. An amax
+ * taken per chunk would move the FP8 scale of most chunks: errors ~1e-2. */
+static void test_head_chunks(void) {
+  world w;
+  world_init(&w);
+  w.opts.include_lm_head = true;
+  qs_error err;
+  const char *pairs[] = {"wfp4_afp8", "wint8_aint8"};
+  for (size_t p = 0; p < 2; p++) {
+    qs_cell *whole, *chunked;
+    CHECK(run_one(&w, pairs[p], 8, &whole, &err));
+    w.opts.lm_chunk_tokens = 5;
+    CHECK(run_one(&w, pairs[p], 8, &chunked, &err));
+    w.opts.lm_chunk_tokens = 0;
+    size_t head = whole->nlinears - 1;
+    CHECK_STR(whole->linears[head].name, "lm_head");
+    CHECK(whole->linears[head].raw_scores[0] > 0.0);
+    CHECK_REL(chunked->linears[head].raw_scores[0], whole->linears[head].raw_scores[0], 1e-5, 0.0);
+    qs_cell_free(whole);
+    qs_cell_free(chunked);
+  }
+  world_free(&w);
+}
+
+/* Layer slices (parallel.mode=layers): each Linear is scored by exactly one
+ * slice, and the slices' sum is the full result bit for bit (x + 0 = x). */
+static void test_layer_slices(void) {
+  world w;
+  world_init(&w);
+  w.opts.include_lm_head = true;
+  qs_error err;
+  qs_cell *full, *part[2];
+  CHECK(run_one(&w, "wint8_afp8", 8, &full, &err));
+  w.opts.layer_slices = 2;
+  for (int r = 0; r < 2; r++) {
+    w.opts.layer_slice = r;
+    CHECK(run_one(&w, "wint8_afp8", 8, &part[r], &err));
+  }
+  size_t exact = 0, single = 0;
+  for (size_t i = 0; i < full->nlinears; i++) {
+    double a = part[0]->linears[i].raw_scores[0], b = part[1]->linears[i].raw_scores[0];
+    double sum = a + b, want = full->linears[i].raw_scores[0];
+    exact += memcmp(&sum, &want, sizeof sum) == 0;
+    single += (a == 0.0) != (b == 0.0);
+  }
+  CHECK_INT(exact, full->nlinears);
+  CHECK_INT(single, full->nlinears);
+  CHECK(part[0]->linears[0].raw_scores[0] > 0.0 && part[1]->linears[7].raw_scores[0] > 0.0);
+  w.opts.layer_slice = 2;
+  expect_failure(&w, "wint8_afp8", 8, QS_EXIT_USAGE, "layer slice 2 is not in [0, 2)");
+  qs_cell_free(full);
+  qs_cell_free(part[0]);
+  qs_cell_free(part[1]);
+  world_free(&w);
+}
+
 int main(void) {
   test_passes();
   test_names();
   test_errors();
   test_disabled_layers();
   test_modelopt_and_progress();
+  test_pad_policy();
+  test_head_chunks();
+  test_layer_slices();
   return check_summary("test_engine_plan");
 }

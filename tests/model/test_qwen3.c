@@ -79,7 +79,7 @@ static qs_qwen3 *make_model(const qs_lm *lm, bool keep, long chunk) {
 }
 
 /* Runs forward + backward, recording every G (lm_head included). */
-static qs_qwen3_result run_grads(qs_qwen3 *m, const qs_batch *b, int layers, grad_store *s) {
+static qs_qwen3_result run_grads(qs_qwen3 *m, const qs_qwen3_batch *b, int layers, grad_store *s) {
   store_init(s, layers, qs_batch_tokens(b));
   qs_qwen3_visitor v = {count_forward, record_grad, true, s};
   qs_qwen3_result res;
@@ -95,13 +95,13 @@ static qs_qwen3_result run_grads(qs_qwen3 *m, const qs_batch *b, int layers, gra
 static const int32_t cu3[] = {0, 6, 7, 16}; /* lengths 6, 1, 9 */
 static int32_t ids3[16], labels3[16];
 
-static void make_batch3(qs_batch *b, int vocab) {
+static void make_batch3(qs_qwen3_batch *b, int vocab) {
   test_rng r = {99};
   for (int i = 0; i < 16; i++) ids3[i] = (int32_t)(rng_next(&r) % (uint64_t)vocab);
   memcpy(labels3, ids3, sizeof ids3);
   labels3[3] = QS_IGNORE_LABEL;  /* an ignored target inside a sequence */
   labels3[15] = QS_IGNORE_LABEL; /* and at the end */
-  qs_batch batch = {7, 3, cu3, ids3, labels3, NULL};
+  qs_qwen3_batch batch = {7, 3, cu3, ids3, labels3, NULL};
   *b = batch;
 }
 
@@ -124,7 +124,7 @@ static bool poke_forward(void *ctx, const qs_linear_site *site, const qs_tensor 
   return true;
 }
 
-static double loss_sum_with(qs_qwen3 *m, const qs_batch *b, poke *p) {
+static double loss_sum_with(qs_qwen3 *m, const qs_qwen3_batch *b, poke *p) {
   qs_qwen3_visitor v = {poke_forward, NULL, true, p};
   qs_qwen3_result res;
   qs_error err;
@@ -136,7 +136,7 @@ static double loss_sum_with(qs_qwen3 *m, const qs_batch *b, poke *p) {
  * size O(1): the truncation error is O(eps²·|Y'''|) ~ 1e-4 relative and the
  * fp32 rounding noise of the loss sum (~1e-6 of ~40) contributes ~1e-4/eps
  * ~ 1e-3·max|G·N| absolute; the tolerance below covers both with margin. */
-static double fd_grad(qs_qwen3 *m, const qs_batch *b, poke p) {
+static double fd_grad(qs_qwen3 *m, const qs_qwen3_batch *b, poke p) {
   p.eps = 1e-2f;
   double plus = loss_sum_with(m, b, &p);
   p.eps = -1e-2f;
@@ -144,7 +144,7 @@ static double fd_grad(qs_qwen3 *m, const qs_batch *b, poke p) {
   return (plus - minus) / 2e-2;
 }
 
-static void check_fd_site(qs_qwen3 *m, const qs_batch *b, const grad_store *s, int layer, qs_linear_kind kind,
+static void check_fd_site(qs_qwen3 *m, const qs_qwen3_batch *b, const grad_store *s, int layer, qs_linear_kind kind,
                           long n_valid) {
   int slot = kind == QS_LIN_LM_HEAD ? s->layers : layer;
   const float *g = s->g[slot][kind];
@@ -183,7 +183,7 @@ static void test_finite_differences(bool tied) {
   cfg.tied = tied;
   qs_lm lm;
   tiny_lm_build(&lm, &cfg, tied ? 11 : 7, 1.5);
-  qs_batch b;
+  qs_qwen3_batch b;
   make_batch3(&b, cfg.vocab);
   qs_qwen3 *m = make_model(&lm, false, 5); /* chunks of 5 tokens exercise the head's chunking */
   grad_store s;
@@ -213,7 +213,7 @@ static void test_packed_equals_single(void) {
   qs_lm_config cfg = tiny_lm_config();
   qs_lm lm;
   tiny_lm_build(&lm, &cfg, 3, 1.5);
-  qs_batch packed;
+  qs_qwen3_batch packed;
   make_batch3(&packed, cfg.vocab);
   qs_qwen3 *m = make_model(&lm, false, 4096);
   grad_store all;
@@ -222,7 +222,7 @@ static void test_packed_equals_single(void) {
   long n_valid = 0;
   for (int s = 0; s < 3; s++) {
     int32_t cu[2] = {0, cu3[s + 1] - cu3[s]};
-    qs_batch one = {s, 1, cu, ids3 + cu3[s], labels3 + cu3[s], NULL};
+    qs_qwen3_batch one = {s, 1, cu, ids3 + cu3[s], labels3 + cu3[s], NULL};
     grad_store g1;
     qs_qwen3_result r1 = run_grads(m, &one, cfg.layers, &g1);
     loss_sum += r1.loss_sum;
@@ -249,7 +249,7 @@ static void test_packed_equals_single(void) {
   int32_t pos[16];
   for (int s = 0; s < 3; s++)
     for (int t = cu3[s]; t < cu3[s + 1]; t++) pos[t] = t - cu3[s];
-  qs_batch with_pos = packed;
+  qs_qwen3_batch with_pos = packed;
   with_pos.positions = pos;
   grad_store gp;
   qs_qwen3_result rpos = run_grads(m, &with_pos, cfg.layers, &gp);
@@ -285,7 +285,7 @@ static void test_visitor_order(void) {
   qs_lm_config cfg = tiny_lm_config();
   qs_lm lm;
   tiny_lm_build(&lm, &cfg, 5, 1.0);
-  qs_batch b;
+  qs_qwen3_batch b;
   make_batch3(&b, cfg.vocab);
   qs_qwen3 *m = make_model(&lm, false, 6); /* 16 tokens: head chunks 6, 6, 4 */
   grad_store s;
@@ -306,7 +306,7 @@ static void test_visitor_order(void) {
   /* no valid target: loss 0, no backward visit */
   int32_t none[16];
   for (int i = 0; i < 16; i++) none[i] = QS_IGNORE_LABEL;
-  qs_batch empty = b;
+  qs_qwen3_batch empty = b;
   empty.labels = none;
   qs_qwen3_result res = run_grads(m, &empty, cfg.layers, &s);
   CHECK(res.loss == 0 && res.loss_sum == 0 && res.n_valid == 0);
@@ -314,7 +314,7 @@ static void test_visitor_order(void) {
   store_free(&s);
   /* an empty batch is not an error either */
   int32_t cu0[1] = {0};
-  qs_batch nothing = {8, 0, cu0, NULL, NULL, NULL};
+  qs_qwen3_batch nothing = {8, 0, cu0, NULL, NULL, NULL};
   res = run_grads(m, &nothing, cfg.layers, &s);
   CHECK(res.n_valid == 0);
   store_free(&s);
@@ -336,7 +336,7 @@ static void test_errors(void) {
   qs_lm lm;
   tiny_lm_build(&lm, &cfg, 5, 1.0);
   qs_qwen3 *m = make_model(&lm, false, 4096);
-  qs_batch b;
+  qs_qwen3_batch b;
   make_batch3(&b, cfg.vocab);
   qs_qwen3_result res;
   qs_error err;
@@ -348,7 +348,7 @@ static void test_errors(void) {
   memcpy(ids, ids3, sizeof ids);
   memcpy(labels, labels3, sizeof labels);
   memcpy(cu, cu3, sizeof cu);
-  qs_batch bad = {4, 3, cu, ids, labels, NULL};
+  qs_qwen3_batch bad = {4, 3, cu, ids, labels, NULL};
   ids[9] = cfg.vocab;
   CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
   CHECK_STR(err.msg, "batch 4: token id 50 at token 9 is outside the vocabulary [0, 50)");

@@ -112,7 +112,7 @@ static void check_model(qs_backend *be, const char *root, const char *model) {
     const int32_t *labels = ref_i32(&ref, "labels", &n_labels);
     CHECK(ids && cu && labels && n_labels == t);
     CHECK_INT(lm.cfg.tied, strstr(model, "tied") != NULL && strstr(model, "untied") == NULL);
-    qs_batch batch = {0, (int)n_cu - 1, cu, ids, labels, NULL};
+    qs_qwen3_batch batch = {0, (int)n_cu - 1, cu, ids, labels, NULL};
     parity p = {&ref, be, (long)t, qs_malloc(t * (size_t)lm.cfg.vocab * sizeof(float)), 0};
     qs_qwen3_options opt = {false, 5}; /* chunked head: 15 tokens in 3 chunks */
     qs_qwen3 *m = NULL;

@@ -13,8 +13,9 @@
  * overflowing product cannot turn a score into inf. */
 #define SCORE_CLAMP 1e10f
 
-/* Output rows per GEMM block: bounds the Δ and operand scratch (about 2^22
- * floats each) without changing the result, since partials never span rows. */
+/* Scratch bound per operand block (floats). Outputs are computed in blocks
+ * of QS_SCORE_PARTIAL_TERMS columns × as many rows as fit, so every partial
+ * lies in one block and the result does not depend on the blocking. */
 #define BLOCK_FLOATS (1L << 22)
 
 bool cpu_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
@@ -41,37 +42,59 @@ static void load_f32(const qs_tensor *t, long begin, long n, float *dst) {
 /* Row r of t as f32 into dst[cols]. */
 static void row_f32(const qs_tensor *t, long r, float *dst) { load_f32(t, r * t->cols, t->cols, dst); }
 
-/* Operands of the accurate Δ = A·Bᵀ. With an activation quantizer the K axis
- * is doubled: A = [xq | xq − x], B = [wq − w | w]; without one, A = x and
- * B = wq − w. Differences of two bf16 values are exact in fp32 in practice
- * (their exponents differ little), and no large product is subtracted. */
-static float *accurate_weight_operand(const qs_tensor *w, const qs_tensor *wq, bool act_quant, long kb) {
-  long n = w->rows, k = w->cols;
-  float *b = qs_malloc((size_t)(n * kb) * sizeof(float));
-#pragma omp parallel
-  {
-    float *wrow = qs_malloc((size_t)(k ? k : 1) * sizeof(float));
-#pragma omp for schedule(static)
-    for (long r = 0; r < n; r++) {
-      float *dst = b + r * kb;
-      row_f32(w, r, wrow);
-      row_f32(wq, r, dst);
-      for (long j = 0; j < k; j++) dst[j] -= wrow[j];
-      if (act_quant) memcpy(dst + k, wrow, (size_t)k * sizeof(float));
+/* The op's arguments and a block of output rows [r0, r0 + rows) × columns
+ * [c0, c0 + cols). */
+typedef struct score_args {
+  const qs_tensor *x, *xq, *w, *wq, *g;
+  qs_delta_mode mode;
+} score_args;
+
+typedef struct out_block {
+  long r0, rows, c0, cols;
+} out_block;
+
+/* Weight operands of a column block, one row of width kb per output column.
+ *   accurate: Δ = A·Bᵀ with A = [xq | xq − x], B = [wq − w | w] (K doubled),
+ *     or A = x, B = wq − w without an activation quantizer. A difference of
+ *     two bf16 values is exact in fp32 unless their exponents are far apart,
+ *     and no two large products are subtracted.
+ *   modelopt: B = w and B2 = wq, for Y = x·wᵀ and Y_r = xq·wqᵀ. */
+static void weight_operands(const score_args *a, long c0, long cols, long kb, float *b, float *b2) {
+  long k = a->w->cols;
+  bool accurate = a->mode == QS_DELTA_ACCURATE, act = a->xq != NULL;
+#pragma omp parallel for schedule(static)
+  for (long c = 0; c < cols; c++) {
+    float *dst = b + c * kb;
+    if (!accurate) {
+      row_f32(a->w, c0 + c, dst);
+      row_f32(a->wq, c0 + c, b2 + c * kb);
+      continue;
     }
-    free(wrow);
+    row_f32(a->wq, c0 + c, dst);
+    float *wrow = act ? dst + k : b2 + c * k; /* b2: scratch row without activation quantization */
+    row_f32(a->w, c0 + c, wrow);
+    for (long j = 0; j < k; j++) dst[j] -= wrow[j];
   }
-  return b;
 }
 
-static void accurate_act_operand(const qs_tensor *x, const qs_tensor *xq, long r0, long rows, float *a) {
-  long k = x->cols;
+/* Activation operands of a row block (see weight_operands). */
+static void act_operands(const score_args *a, long r0, long rows, long kb, float *x_op, float *xq_op) {
+  long k = a->x->cols;
+  bool accurate = a->mode == QS_DELTA_ACCURATE;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
-    float *dst = a + r * 2 * k;
-    row_f32(xq, r0 + r, dst);
-    row_f32(x, r0 + r, dst + k);
-    for (long j = 0; j < k; j++) dst[k + j] = dst[j] - dst[k + j];
+    float *dst = x_op + r * kb;
+    if (!a->xq) {
+      row_f32(a->x, r0 + r, dst);
+      if (!accurate) memcpy(xq_op + r * kb, dst, (size_t)k * sizeof(float));
+    } else if (!accurate) {
+      row_f32(a->x, r0 + r, dst);
+      row_f32(a->xq, r0 + r, xq_op + r * kb);
+    } else {
+      row_f32(a->xq, r0 + r, dst);
+      row_f32(a->x, r0 + r, dst + k);
+      for (long j = 0; j < k; j++) dst[k + j] = dst[j] - dst[k + j];
+    }
   }
 }
 
@@ -80,103 +103,77 @@ static void gemm_nt(const float *a, const float *b, long m, long n, long k, floa
               (int)n);
 }
 
-static float *tensor_f32_copy(const qs_tensor *t) {
-  long n = qs_tensor_numel(t);
-  float *out = qs_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+/* Δ of a block into delta[rows, cols]. */
+static void block_delta(const score_args *a, const out_block *blk, long kb, const float *x_op, const float *xq_op,
+                        const float *b, const float *b2, float *delta, float *scratch) {
+  if (a->mode == QS_DELTA_ACCURATE) {
+    gemm_nt(x_op, b, blk->rows, blk->cols, kb, delta);
+    return;
+  }
+  /* ModelOpt: both outputs rounded to bf16, subtracted in bf16. */
+  gemm_nt(x_op, b, blk->rows, blk->cols, kb, scratch);
+  gemm_nt(xq_op, b2, blk->rows, blk->cols, kb, delta);
+  long n = blk->rows * blk->cols;
 #pragma omp parallel for schedule(static)
-  for (long r = 0; r < t->rows; r++) row_f32(t, r, out + r * t->cols);
-  return out;
+  for (long i = 0; i < n; i++) delta[i] = qs_fq_bf16(qs_fq_bf16(delta[i]) - qs_fq_bf16(scratch[i]));
 }
 
-/* Σ over rows [r0, r0 + rows) of clamp(G·Δ)², Δ [rows, N] in delta; in
- * modelopt mode G is rounded to bf16 first. Partials per the header. */
-static double reduce_rows(const qs_tensor *g, long r0, long rows, const float *delta, bool g_bf16) {
-  long n = g->cols, per_row = (n + QS_SCORE_PARTIAL_TERMS - 1) / QS_SCORE_PARTIAL_TERMS;
-  long count = rows * per_row;
-  float *partial = qs_malloc((size_t)(count > 0 ? count : 1) * sizeof(float));
+/* One fp32 partial per row of the block: Σ_j clamp(G·Δ)² in column order,
+ * G rounded to bf16 in modelopt mode. */
+static void block_partials(const score_args *a, const out_block *blk, const float *delta, float *partial,
+                           long partial_stride) {
+  bool g_bf16 = a->mode == QS_DELTA_MODELOPT;
+  long n = a->g->cols;
 #pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++) {
-    const float *grow = (const float *)g->data + (r0 + r) * n;
-    for (long p = 0; p < per_row; p++) {
-      long end = (p + 1) * QS_SCORE_PARTIAL_TERMS < n ? (p + 1) * QS_SCORE_PARTIAL_TERMS : n;
-      float sum = 0.0f;
-      for (long j = p * QS_SCORE_PARTIAL_TERMS; j < end; j++) {
-        float gv = g_bf16 ? qs_fq_bf16(grow[j]) : grow[j];
-        float v = gv * delta[r * n + j];
-        if (v > SCORE_CLAMP) v = SCORE_CLAMP;
-        if (v < -SCORE_CLAMP) v = -SCORE_CLAMP;
-        sum += v * v;
-      }
-      partial[r * per_row + p] = sum;
+  for (long r = 0; r < blk->rows; r++) {
+    const float *grow = (const float *)a->g->data + (blk->r0 + r) * n + blk->c0;
+    float sum = 0.0f;
+    for (long j = 0; j < blk->cols; j++) {
+      float gv = g_bf16 ? qs_fq_bf16(grow[j]) : grow[j];
+      float v = gv * delta[r * blk->cols + j];
+      if (v > SCORE_CLAMP) v = SCORE_CLAMP;
+      if (v < -SCORE_CLAMP) v = -SCORE_CLAMP;
+      sum += v * v;
+    }
+    partial[r * partial_stride] = sum;
+  }
+}
+
+static double score(const score_args *a) {
+  long t = a->x->rows, n = a->w->rows, k = a->w->cols;
+  long kb = a->mode == QS_DELTA_ACCURATE && a->xq ? 2 * k : k;
+  long cb = QS_SCORE_PARTIAL_TERMS, per_row = (n + cb - 1) / cb;
+  long rb = BLOCK_FLOATS / (kb > cb ? kb : cb);
+  if (rb < 1) rb = 1;
+  if (rb > t) rb = t;
+  long wcols = cb < n ? cb : n;
+  float *b = qs_malloc((size_t)(wcols * kb) * sizeof(float)), *b2 = qs_malloc((size_t)(wcols * kb) * sizeof(float));
+  float *x_op = qs_malloc((size_t)(rb * kb) * sizeof(float)), *xq_op = qs_malloc((size_t)(rb * kb) * sizeof(float));
+  float *delta = qs_malloc((size_t)(rb * wcols) * sizeof(float)), *scratch = qs_malloc((size_t)(rb * wcols) * sizeof(float));
+  float *partial = qs_malloc((size_t)(t * per_row) * sizeof(float));
+  for (long p = 0; p < per_row; p++) {
+    long c0 = p * cb, cols = n - c0 < cb ? n - c0 : cb;
+    weight_operands(a, c0, cols, kb, b, b2);
+    for (long r0 = 0; r0 < t; r0 += rb) {
+      out_block blk = {r0, t - r0 < rb ? t - r0 : rb, c0, cols};
+      act_operands(a, r0, blk.rows, kb, x_op, xq_op);
+      block_delta(a, &blk, kb, x_op, xq_op, b, b2, delta, scratch);
+      block_partials(a, &blk, delta, partial + r0 * per_row + p, per_row);
     }
   }
   double total = 0.0;
-  for (long i = 0; i < count; i++) total += (double)partial[i];
-  free(partial);
-  return total;
-}
-
-static double score_accurate(const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w, const qs_tensor *wq,
-                             const qs_tensor *g) {
-  long t = x->rows, n = w->rows, k = w->cols, kb = xq ? 2 * k : k;
-  float *b = accurate_weight_operand(w, wq, xq != NULL, kb);
-  long block = BLOCK_FLOATS / (n > kb ? n : kb);
-  if (block < 1) block = 1;
-  float *a = qs_malloc((size_t)((block < t ? block : t) * kb) * sizeof(float));
-  float *delta = qs_malloc((size_t)((block < t ? block : t) * n) * sizeof(float));
-  double total = 0.0;
-  for (long r0 = 0; r0 < t; r0 += block) {
-    long rows = t - r0 < block ? t - r0 : block;
-    if (xq) accurate_act_operand(x, xq, r0, rows, a);
-    else
-      for (long r = 0; r < rows; r++) row_f32(x, r0 + r, a + r * k);
-    gemm_nt(a, b, rows, n, kb, delta);
-    total += reduce_rows(g, r0, rows, delta, false);
-  }
-  free(a);
-  free(delta);
-  free(b);
-  return total;
-}
-
-/* ModelOpt's Δ: both outputs rounded to bf16, subtracted in bf16. */
-static double score_modelopt(const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w, const qs_tensor *wq,
-                             const qs_tensor *g) {
-  long t = x->rows, n = w->rows, k = w->cols;
-  float *wf = tensor_f32_copy(w), *wqf = tensor_f32_copy(wq);
-  long block = BLOCK_FLOATS / (n > k ? n : k);
-  if (block < 1) block = 1;
-  long cap = block < t ? block : t;
-  float *a = qs_malloc((size_t)(cap * k) * sizeof(float)), *aq = qs_malloc((size_t)(cap * k) * sizeof(float));
-  float *y = qs_malloc((size_t)(cap * n) * sizeof(float)), *yr = qs_malloc((size_t)(cap * n) * sizeof(float));
-  double total = 0.0;
-  for (long r0 = 0; r0 < t; r0 += block) {
-    long rows = t - r0 < block ? t - r0 : block;
-    for (long r = 0; r < rows; r++) {
-      row_f32(x, r0 + r, a + r * k);
-      row_f32(xq ? xq : x, r0 + r, aq + r * k);
-    }
-    gemm_nt(a, wf, rows, n, k, y);
-    gemm_nt(aq, wqf, rows, n, k, yr);
-#pragma omp parallel for schedule(static)
-    for (long i = 0; i < rows * n; i++) yr[i] = qs_fq_bf16(qs_fq_bf16(yr[i]) - qs_fq_bf16(y[i]));
-    total += reduce_rows(g, r0, rows, yr, true);
-  }
-  free(a);
-  free(aq);
-  free(y);
-  free(yr);
-  free(wf);
-  free(wqf);
+  for (long i = 0; i < t * per_row; i++) total += (double)partial[i];
+  free(b), free(b2), free(x_op), free(xq_op), free(delta), free(scratch), free(partial);
   return total;
 }
 
 bool cpu_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                     const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err) {
+                     const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *result, qs_error *err) {
   (void)be;
   (void)err;
-  *score = 0.0;
+  *result = 0.0;
   if (x->rows == 0 || w->rows == 0) return true;
-  *score = mode == QS_DELTA_MODELOPT ? score_modelopt(x, xq, w, wq, g) : score_accurate(x, xq, w, wq, g);
+  score_args a = {x, xq, w, wq, g, mode};
+  *result = score(&a);
   return true;
 }
