@@ -115,7 +115,34 @@ static bool set_child(qs_node *n, const char *seg, qs_node *val) {
   return false;
 }
 
+/* The dataclasses of Hydra's schema behind the hydra node: OmegaConf words
+ * their errors by class; fields declared with a class also name it as the
+ * reference type. */
+static const struct hydra_schema {
+  const char *path, *type;
+  bool declared;
+} hydra_schema[] = {
+    {"hydra", "HydraConf", false},
+    {"hydra.run", "RunDir", true},
+    {"hydra.sweep", "SweepDir", true},
+    {"hydra.sweeper", "BasicSweeperConf", false},
+    {"hydra.overrides", "OverridesConf", true},
+    {"hydra.job", "JobConf", true},
+    {"hydra.job.config", "JobConfig", true},
+    {"hydra.job.config.override_dirname", "OverrideDirname", true},
+    {"hydra.runtime", "RuntimeConf", true},
+};
+
 static bool not_in_struct(const char *key, const char *full_key, qs_strbuf *why) {
+  size_t parent_len = strlen(full_key) - strlen(key) - (strlen(full_key) > strlen(key) ? 1 : 0);
+  for (size_t k = 0; k < sizeof hydra_schema / sizeof *hydra_schema; k++) {
+    const struct hydra_schema *h = &hydra_schema[k];
+    if (strlen(h->path) != parent_len || strncmp(h->path, full_key, parent_len) != 0) continue;
+    qs_sb_printf(why, "Key '%s' not in '%s'\n    full_key: %s\n", key, h->type, full_key);
+    if (h->declared) qs_sb_printf(why, "    reference_type=%s\n", h->type);
+    qs_sb_printf(why, "    object_type=%s", h->type);
+    return false;
+  }
   qs_sb_printf(why, "Key '%s' is not in struct\n    full_key: %s\n    object_type=dict", key, full_key);
   return false;
 }
@@ -238,6 +265,20 @@ static bool add_key(qs_node *cfg, const qs_override *ov, const path *p, qs_strbu
   return qs_fail(err, QS_EXIT_USAGE, "Error merging override %s\n%s", ov->input, qs_sb_str(why));
 }
 
+/* Hydra nodes that only configure Python machinery (logging, plugins, help
+ * texts) are left out of qsens's hydra node; overrides under them are kept
+ * as given so that command lines written for Hydra still compose. */
+static bool under_python_only_node(const char *key) {
+  static const char *const nodes[] = {"launcher", "help", "hydra_help", "hydra_logging", "job_logging", "env",
+                                      "callbacks"};
+  if (strncmp(key, "hydra.", 6) != 0) return false;
+  for (size_t k = 0; k < sizeof nodes / sizeof *nodes; k++) {
+    size_t len = strlen(nodes[k]);
+    if (strncmp(key + 6, nodes[k], len) == 0 && (key[6 + len] == '\0' || key[6 + len] == '.')) return true;
+  }
+  return false;
+}
+
 bool qs_apply_config_override(qs_node *cfg, const qs_override *ov, qs_error *err) {
   if (ov->package)
     return qs_fail(err, QS_EXIT_USAGE,
@@ -249,7 +290,7 @@ bool qs_apply_config_override(qs_node *cfg, const qs_override *ov, qs_error *err
   bool ok;
   if (ov->type == QS_OV_ADD) {
     ok = add_key(cfg, ov, &p, &why, err);
-  } else if (ov->type == QS_OV_FORCE_ADD) {
+  } else if (ov->type == QS_OV_FORCE_ADD || under_python_only_node(ov->key)) {
     ok = update(cfg, &p, ov->value, true, &why) ||
          qs_fail(err, QS_EXIT_USAGE, "Error merging override %s\n%s", ov->input, qs_sb_str(&why));
   } else {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/interp.h"
 #include "core/mem.h"
 
 #define PUSH(arr, n, cap) (qs_grow((void **)&(arr), &(cap), (n) + 1, sizeof *(arr)), &(arr)[(n)++])
@@ -64,6 +65,7 @@ typedef struct tree {
   struct tree *parent;
   struct tree **children;
   size_t n_children;
+  bool deferred; /* an interpolated entry, expanded after its siblings */
 } tree;
 
 typedef struct choice_override {
@@ -107,6 +109,7 @@ typedef struct ctx {
   qs_default_entry *out;
   size_t n_out, cap_out;
   const char *hydra_choice[16]; /* per hydra_groups entry: the chosen option */
+  bool in_interpolated;         /* expanding the subtree of an interpolated entry */
 } ctx;
 
 static bool str_eq(const char *a, const char *b) {
@@ -534,9 +537,6 @@ static bool parse_entry(ctx *c, const char *config_path, const qs_node *item, el
     if (strstr(e->options[k], "${"))
       return qs_fail(c->err, QS_EXIT_USAGE, "In '%s': Defaults List interpolation is not supported in options list items",
                      config_path);
-  if ((e->is_group && e->value && strstr(e->value, "${")) || (e->path && strstr(e->path, "${")))
-    return qs_fail(c->err, QS_EXIT_USAGE, "In '%s': interpolation in the defaults list is not supported",
-                   config_path);
   *out = e;
   return true;
 }
@@ -589,6 +589,11 @@ static bool update_overrides(ctx *c, elem **list, size_t n, const elem *parent) 
                      elem_name(last_override) ? elem_name(last_override) : "None",
                      override_key(c, d), name ? name : "None");
     }
+    if (d->is_group && d->override && c->in_interpolated)
+      return qs_fail(c->err, QS_EXIT_USAGE,
+                     "%s: Default List Overrides are not allowed in the subtree\n"
+                     "of an in interpolated config group (override %s=%s).\n",
+                     config_path(c, parent), override_key(c, d), d->value ? d->value : "None");
     if (d->is_group && d->override) {
       last_override = d;
       add_override(c, config_path(c, parent), d);
@@ -650,6 +655,52 @@ static void add_child(tree *t, tree *child, size_t *cap) {
 
 static bool create_tree(ctx *c, tree *root, bool is_root);
 
+static bool elem_is_interp(const elem *e) {
+  const char *text = e->is_group ? e->value : e->path;
+  return text && strstr(text, "${") != NULL;
+}
+
+/* Resolves an interpolated entry against the group choices known so far
+ * (Hydra's interpolation map: choice keys -> options). */
+static bool resolve_entry(ctx *c, elem *e) {
+  char **text = e->is_group ? &e->value : &e->path;
+  qs_node *map = qs_node_map();
+  qs_strbuf keys = {0};
+  for (size_t k = 0; k < c->n_known; k++) {
+    qs_map_set(map, c->known[k].key, c->known[k].name ? qs_node_str(c->known[k].name) : qs_node_null());
+    qs_sb_printf(&keys, "%s%s", k ? ", " : "", c->known[k].key);
+  }
+  qs_map_set(map, "_dummy_", qs_node_str(*text));
+  qs_node *value = NULL;
+  qs_error ignored;
+  bool ok = qs_interp_select(map, "_dummy_", &value, &ignored) && value && value->kind == QS_STR;
+  if (ok) *text = ar_strdup(&c->ar, value->s);
+  else if (keys.len)
+    qs_fail(c->err, QS_EXIT_USAGE, "Error resolving interpolation '%s', possible interpolation keys: %s", *text,
+            qs_sb_str(&keys));
+  else
+    qs_fail(c->err, QS_EXIT_USAGE, "Error resolving interpolation '%s'", *text);
+  qs_node_free(value);
+  qs_node_free(map);
+  qs_sb_free(&keys);
+  return ok;
+}
+
+/* Expands the interpolated children once their siblings set the choices
+ * they refer to. */
+static bool expand_deferred(ctx *c, tree **children, size_t n) {
+  bool ok = true;
+  for (size_t k = 0; ok && k < n; k++) {
+    if (!children[k]->deferred) continue;
+    ok = resolve_entry(c, children[k]->node);
+    bool outer = c->in_interpolated;
+    c->in_interpolated = true;
+    ok = ok && create_tree(c, children[k], false);
+    c->in_interpolated = outer;
+  }
+  return ok;
+}
+
 /* Expands the children of root from its file's defaults list, walking it
  * from the end; children are stored in list order. */
 static bool expand_children(ctx *c, tree *root, elem **list, size_t n) {
@@ -682,9 +733,11 @@ static bool expand_children(ctx *c, tree *root, elem **list, size_t n) {
       continue;
     }
     tree *child = new_tree(c, d, root);
-    ok = create_tree(c, child, false);
+    child->deferred = elem_is_interp(d);
+    if (!child->deferred) ok = create_tree(c, child, false);
     *PUSH(rev, n_rev, cap_rev) = child;
   }
+  ok = ok && expand_deferred(c, rev, n_rev);
   size_t cap = 0;
   for (size_t k = n_rev; ok && k-- > 0;) add_child(root, rev[k], &cap);
   if (root->children) ar_keep(&c->ar, root->children);

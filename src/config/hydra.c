@@ -280,6 +280,8 @@ static bool dispatch(qs_session *s, const qs_cli_args *a, qs_hydra_plan *plan, F
   if (a->hydra_help) return qs_show_hydra_help(s, out);
   if (!only_one_command(a, err)) return false;
   if (a->cfg) {
+    /* "package '<p>' not found" (the only runtime failure) Hydra writes
+     * itself, without the hint. */
     bool ok = qs_show_cfg(s, a, out, err);
     return ok || err->status == QS_EXIT_RUNTIME ? ok : with_hint(ok, err);
   }

@@ -1,20 +1,24 @@
 /* The Hydra-compatible front end of qsens: command line -> composed jobs.
  *
- * Typical use by the application (only rank 0 prints and writes):
+ * Typical use by the application (only rank 0 prints and writes; under MPI,
+ * give every rank rank 0's instant first with qs_interp_set_now() so that
+ * ${now:...} output directories agree):
  *
  *   qs_hydra_plan plan;
  *   if (!qs_hydra_prepare(argc, argv, &opts, &plan, stdout, stderr, &err)) -> print err.msg, exit err.status
  *   if (plan.done) -> exit 0 (a print-only flag such as --cfg or --help was handled)
- *   if (plan.multirun) qs_hydra_write_sweep_files(&plan, &err);
+ *   if (plan.multirun) qs_hydra_write_sweep_files(&plan, &err);   (already written by prepare; harmless)
  *   for each batch b: qs_hydra_log_launch(&plan, b, stdout);
  *     for each job j of the batch: qs_hydra_log_job(&plan.jobs[j], stdout);
  *       qs_hydra_write_job_files(&plan.jobs[j], &err); run it; log to qs_hydra_log_path(job)
  *   qs_hydra_plan_free(&plan);
  *
  * Every job is composed by qs_hydra_prepare, so every configuration error
- * surfaces before anything runs. Error messages (err->msg) are Hydra's text
- * including the final "Set the environment variable HYDRA_FULL_ERROR=1 ..."
- * line; print them followed by one newline. */
+ * surfaces before anything runs. Error messages (err->msg) are Hydra's text,
+ * including the closing "Set the environment variable HYDRA_FULL_ERROR=1 ..."
+ * line where Hydra prints it; print them followed by one newline. Job
+ * settings the application applies itself: job->chdir (hydra.job.chdir) and
+ * hydra.job.env_set (environment variables Hydra sets for the job). */
 #ifndef QSENS_CONFIG_HYDRA_H
 #define QSENS_CONFIG_HYDRA_H
 

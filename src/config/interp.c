@@ -311,7 +311,9 @@ static bool resolver_hydra(rctx *c, qs_node **args, size_t n, qs_node **out) {
   rctx sub = {.root = c->hydra_root, .hydra_root = c->hydra_root, .trailer = c->trailer, .err = c->err};
   const qs_node *n_at = qs_node_get_path(sub.root, qs_sb_str(&key));
   bool ok = true;
-  if (!n_at) *out = qs_node_null();
+  /* Hydra's resolver is OmegaConf.select(HydraConfig.get(), key): an absent
+   * key and a missing value (???, e.g. runtime.output_dir under --cfg) are null. */
+  if (!n_at || qs_node_is_missing(n_at)) *out = qs_node_null();
   else ok = resolve_node(&sub, n_at, qs_sb_str(&key), false, out);
   free(sub.stack);
   qs_sb_free(&key);

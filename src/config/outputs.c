@@ -3,12 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "config/hydra.h"
 #include "config/interp.h"
 #include "config/yaml.h"
 #include "core/fsutil.h"
+#include "core/logfmt.h"
 #include "core/mem.h"
 #include "core/strbuf.h"
 
@@ -26,15 +26,9 @@ bool qs_hydra_write_sweep_files(const qs_hydra_plan *plan, qs_error *err) {
   return qs_mkdirs(plan->sweep_dir, err) && write_yaml(plan->sweep_dir, "multirun.yaml", plan->master, err);
 }
 
-/* Python logging's "%(asctime)s": local time with milliseconds. */
 static void log_prefix(FILE *out) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  localtime_r(&ts.tv_sec, &tm);
-  char stamp[64];
-  strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-  fprintf(out, "[%s,%03ld][HYDRA] ", stamp, ts.tv_nsec / 1000000L);
+  char prefix[96];
+  fprintf(out, "%s ", qs_log_prefix(prefix, sizeof prefix, "HYDRA"));
 }
 
 void qs_hydra_log_launch(const qs_hydra_plan *plan, size_t batch, FILE *out) {

@@ -59,7 +59,7 @@ static bool fill_axis(axis *a, const qs_override *ov, const qs_repo *repo, qs_er
   switch (ov->sweep) {
   case QS_SWEEP_NONE:
     if (ov->has_value) {
-      add_element(a, a->key, ov->value);
+      axis_add(a, a->key, ov->value_text);
     } else {
       /* Hydra writes "~key" back as "~key=null". */
       qs_node *null = qs_node_null();
@@ -70,7 +70,8 @@ static bool fill_axis(axis *a, const qs_override *ov, const qs_repo *repo, qs_er
   case QS_SWEEP_LIST:
   case QS_SWEEP_CHOICE:
   case QS_SWEEP_RANGE:
-    for (size_t k = 0; k < ov->n_values; k++) add_element(a, a->key, ov->values[k]);
+    /* The texts as typed: Hydra keeps quoted elements quoted ("a,b", 'c d'). */
+    for (size_t k = 0; k < ov->n_values; k++) axis_add(a, a->key, ov->value_texts[k]);
     return true;
   case QS_SWEEP_GLOB: {
     size_t n;

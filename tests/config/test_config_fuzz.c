@@ -1,7 +1,8 @@
 /* Deterministic mutation of defaults lists and command lines: every input
  * must either compose or fail with one non-empty message, never crash. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <stdint.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,16 @@ static void fuzz_flags(const qs_hydra_options *opts, FILE *sink) {
   printf("flags: accepted %d, refused %d\n", ok_count, err_count);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* rm -r of the temporary directory the test worked in. */
+static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
 int main(void) {
   char tmpl[] = "/tmp/qsens_fuzz_XXXXXX";
   if (!mkdtemp(tmpl)) return 1;
@@ -175,6 +186,7 @@ int main(void) {
   if (chdir(tmpl) != 0) return 1;
   fuzz_flags(&opts, sink);
   fclose(sink);
+  remove_tree(tmpl);
   free(config_path);
   free(db);
   free(server);

@@ -1,7 +1,8 @@
 /* Sweep expansion, job numbering, output directories and the files of
  * .hydra/ and multirun.yaml (spec examples C, D and E), through the public
  * API, with a temporary current directory. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,16 @@ static void example_e(void) {
   CHECK_STR(err.msg, "The --resolve flag can only be used in conjunction with --cfg or --help");
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* rm -r of the temporary directory the test worked in. */
+static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
 int main(void) {
   unsetenv("SCRATCH");
   g_conf = qs_abspath(QSENS_SOURCE_DIR "/tests/config/trees/example");
@@ -293,6 +304,7 @@ int main(void) {
   example_d();
   sweep_rules();
   example_e();
+  if (chdir("/") == 0) remove_tree(g_cwd);
   free(g_cwd);
   free(g_conf);
   return check_summary("test_config_outputs");
