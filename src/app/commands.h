@@ -8,9 +8,15 @@
 #include "dist/dist.h"
 
 int qs_cmd_captions(int argc, char **argv);
+int qs_cmd_formats(int argc, char **argv);
 int qs_cmd_init_model(int argc, char **argv);
 int qs_cmd_report(int argc, char **argv);
 int qs_cmd_solve(int argc, char **argv);
+
+/* The conf/ trees searched, in order: the working directory's, the
+ * installed one, the source tree's (caller frees each). */
+enum { QS_N_CONF_DIRS = 3 };
+void qs_default_conf_dirs(char *dirs[QS_N_CONF_DIRS]);
 
 /* The Hydra application: compose, sweep, run jobs (all ranks take part). */
 int qs_run_hydra(const qs_dist *d, int argc, char **argv);

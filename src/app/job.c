@@ -1,32 +1,30 @@
-/* A job validates its inputs for real (the checkpoint is opened and checked
- * tensor by tensor, the captions are read) and records what it found. The
- * sensitivity engine is not wired into jobs yet, so a job says so plainly
- * and writes no results. */
+/* Jobs around the engine: the demo inputs generated before anything runs,
+ * the job log, and the trip of each job's outcome (log, run record, scored
+ * cell) from the rank that ran it to rank 0, which writes the artifacts. */
 #define _POSIX_C_SOURCE 200809L
 #include "app/job.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "app/cfg_get.h"
 #include "core/fsutil.h"
 #include "core/logfmt.h"
 #include "core/mem.h"
 #include "core/strbuf.h"
-#include "model/checkpoint.h"
 #include "model/init_model.h"
+#include "report/artifacts.h"
+#include "report/state.h"
 #include "text/captions.h"
 
 #define RECORD_FILE "qsens_run.json"
 
 /* ---- logging into the outcome -------------------------------------------- */
 
-static void job_log(qs_strbuf *log, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void job_log(qs_strbuf *log, const char *level, const char *fmt, ...) {
+void qs_job_log(qs_strbuf *log, const char *level, const char *fmt, ...) {
   char prefix[96];
   qs_sb_printf(log, "%s[%s] - ", qs_log_prefix(prefix, sizeof prefix, "qsens"), level);
   va_list ap;
@@ -38,15 +36,6 @@ static void job_log(qs_strbuf *log, const char *level, const char *fmt, ...) {
   qs_sb_putc(log, '\n');
 }
 
-static void log_warning(void *ctx, const char *message) { job_log(ctx, "WARNING", "%s", message); }
-
-static void iso_now(char *buf, size_t size) {
-  time_t t = time(NULL);
-  struct tm tm;
-  localtime_r(&t, &tm);
-  strftime(buf, size, "%Y-%m-%dT%H:%M:%S%z", &tm);
-}
-
 /* ---- inputs ---------------------------------------------------------------- */
 
 static bool checkpoint_present(const char *dir) {
@@ -54,19 +43,6 @@ static bool checkpoint_present(const char *dir) {
   bool present = qs_is_file(config);
   free(config);
   return present;
-}
-
-/* Number of samples the job reads: dataset.max_calib_samples, else sizes[size]. */
-static bool dataset_sample_count(const qs_node *cfg, int64_t *count, qs_error *err) {
-  const qs_node *cap = qs_node_get_path(cfg, "dataset.max_calib_samples");
-  if (cap && cap->kind != QS_NULL) return qs_cfg_int(cfg, "dataset.max_calib_samples", count, err);
-  const char *size;
-  if (!qs_cfg_str(cfg, "dataset.size", false, &size, err)) return false;
-  char key[256];
-  snprintf(key, sizeof key, "dataset.sizes.%s", size);
-  if (!qs_node_get_path(cfg, key))
-    return qs_fail(err, QS_EXIT_USAGE, "dataset.size '%s' is not one of the sizes listed in dataset.sizes", size);
-  return qs_cfg_int(cfg, key, count, err);
 }
 
 static bool generate_model(const qs_node *cfg, const char *path, const char *preset, FILE *out, qs_error *err) {
@@ -134,82 +110,6 @@ bool qs_job_prepare_inputs(const qs_hydra_plan *plan, FILE *out, qs_error *err) 
   return true;
 }
 
-/* ---- running ------------------------------------------------------------------ */
-
-static json_t *overrides_json(const qs_hydra_job *job) {
-  json_t *list = json_array();
-  for (size_t i = 0; i < job->n_overrides; i++) json_array_append_new(list, json_string(job->overrides[i]));
-  return list;
-}
-
-static bool check_model(const qs_node *cfg, qs_strbuf *log, json_t *record, qs_error *err) {
-  const char *path, *name;
-  if (!qs_cfg_str(cfg, "model.path", false, &path, err) || !qs_cfg_str(cfg, "model.name", false, &name, err))
-    return false;
-  if (!qs_is_dir(path)) return qs_fail(err, QS_EXIT_RUNTIME, "model.path '%s' is not a directory", path);
-  qs_lm lm;
-  if (!qs_checkpoint_load(path, &lm, log_warning, log, err)) return false;
-  const qs_lm_config *c = &lm.cfg;
-  job_log(log, "INFO",
-          "model %s: %s: %d layers, hidden %d, intermediate %d, heads %d/%d (head_dim %d), vocab %d, %s head",
-          name, path, c->layers, c->hidden, c->intermediate, c->heads, c->kv_heads, c->head_dim, c->vocab,
-          c->tied ? "tied" : "untied");
-  json_object_set_new(record, "model",
-                      json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}", "name", name, "path", path,
-                                "layers", c->layers, "hidden", c->hidden, "intermediate", c->intermediate, "heads",
-                                c->heads, "kv_heads", c->kv_heads, "head_dim", c->head_dim, "vocab", c->vocab,
-                                "tied", c->tied));
-  qs_lm_release(&lm);
-  return true;
-}
-
-static bool check_dataset(const qs_node *cfg, qs_strbuf *log, json_t *record, qs_error *err) {
-  const char *path, *name, *size;
-  int64_t count;
-  if (!qs_cfg_str(cfg, "dataset.captions_path", false, &path, err) ||
-      !qs_cfg_str(cfg, "dataset.name", false, &name, err) || !qs_cfg_str(cfg, "dataset.size", false, &size, err) ||
-      !dataset_sample_count(cfg, &count, err))
-    return false;
-  if (count <= 0) return qs_fail(err, QS_EXIT_USAGE, "dataset %s size %s has no samples", name, size);
-  qs_caption_source src = {.path = path, .format = QS_CAPTIONS_AUTO, .limit = (size_t)count};
-  qs_sample_list samples = {0};
-  if (!qs_captions_load(&src, &samples, err)) return false;
-  job_log(log, "INFO", "dataset %s (%s): %zu samples from %s", name, size, samples.count, path);
-  json_object_set_new(record, "dataset", json_pack("{s:s, s:s, s:s, s:I}", "name", name, "size", size,
-                                                   "captions_path", path, "samples", (json_int_t)samples.count));
-  qs_sample_list_free(&samples);
-  return true;
-}
-
-void qs_job_run(const qs_dist *d, const qs_hydra_job *job, qs_job_outcome *out) {
-  qs_strbuf log = {0};
-  qs_error err = {0};
-  char started[40], finished[40];
-  iso_now(started, sizeof started);
-  json_t *record = json_pack("{s:s, s:s, s:{s:i, s:o}, s:i, s:s, s:s}", "tool", "qsens " QSENS_VERSION,
-                             "git_commit", QSENS_GIT_COMMIT, "job", "num", job->num, "overrides",
-                             overrides_json(job), "rank", d->rank, "host", d->host, "started", started);
-  qs_node *cfg = NULL;
-  out->ok = qs_hydra_job_resolved(job, &cfg, &err) && check_model(cfg, &log, record, &err) &&
-            check_dataset(cfg, &log, record, &err);
-  qs_node_free(cfg);
-  if (out->ok)
-    job_log(&log, "INFO", "scoring is not available yet: inputs validated, no results written");
-  iso_now(finished, sizeof finished);
-  json_object_set_new(record, "finished", json_string(finished));
-  json_object_set_new(record, "status", json_string(out->ok ? "inputs-validated" : "failed"));
-  json_object_set_new(record, "scoring", json_string("not available yet"));
-  if (!out->ok) json_object_set_new(record, "error", json_string(err.msg));
-  out->record = json_dumps(record, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  json_decref(record);
-  out->log = qs_sb_take(&log);
-  if (!out->ok) {
-    qs_strbuf msg = {0};
-    qs_sb_printf(&msg, "%s (rank %d on %s)", err.msg, d->rank, d->host);
-    out->error = qs_sb_take(&msg);
-  }
-}
-
 /* ---- collecting ---------------------------------------------------------------- */
 
 static void send_text(const char *s, int tag) {
@@ -230,20 +130,29 @@ static char *recv_text(int from, int tag) {
 void qs_job_outcome_share(const qs_dist *d, int owner, qs_job_outcome *o) {
   if (owner == 0) return;
   if (d->rank == owner) {
-    int ok = o->ok;
-    MPI_Send(&ok, 1, MPI_INT, 0, 1, MPI_COMM_WORLD);
+    int head[4] = {o->ok, o->status, o->pass_log_len, o->pass_head};
+    MPI_Send(head, 4, MPI_INT, 0, 1, MPI_COMM_WORLD);
     send_text(o->log, 2);
     send_text(o->record, 3);
     send_text(o->error, 4);
+    send_text(o->state, 5);
+    send_text(o->measurements, 6);
   } else if (d->rank == 0) {
-    int ok;
-    MPI_Recv(&ok, 1, MPI_INT, owner, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    o->ok = ok;
+    int head[4];
+    MPI_Recv(head, 4, MPI_INT, owner, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    o->ok = head[0];
+    o->status = head[1];
+    o->pass_log_len = head[2];
+    o->pass_head = head[3];
     o->log = recv_text(owner, 2);
     o->record = recv_text(owner, 3);
     o->error = recv_text(owner, 4);
+    o->state = recv_text(owner, 5);
+    o->measurements = recv_text(owner, 6);
   }
 }
+
+/* ---- publishing ------------------------------------------------------------------ */
 
 static bool append_file(const char *path, const char *text, qs_error *err) {
   FILE *f = fopen(path, "a");
@@ -252,24 +161,93 @@ static bool append_file(const char *path, const char *text, qs_error *err) {
   return fclose(f) == 0 || qs_fail(err, QS_EXIT_RUNTIME, "cannot write '%s'", path);
 }
 
-bool qs_job_outcome_publish(const qs_dist *d, const qs_hydra_plan *plan, const qs_hydra_job *job, int owner,
-                            const qs_job_outcome *o) {
-  const char *log = o->log ? o->log : "";
-  fputs(log, stdout);
+static double measured(json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
+
+static void set_measured_str(char **field, json_t *obj, const char *key) {
+  qs_cell_set_str(field, json_string_value(json_object_get(obj, key)));
+}
+
+/* Puts back what the state file does not keep (pass_run.c writes it). */
+static bool apply_measurements(qs_cell *cell, const char *text, qs_error *err) {
+  json_error_t jerr;
+  json_t *m = json_loads(text, 0, &jerr);
+  json_t *tokens = json_object_get(m, "sample_tokens");
+  if (!json_is_array(tokens)) {
+    json_decref(m);
+    return qs_fail(err, QS_EXIT_RUNTIME, "malformed measurements of a scored cell (%s)", jerr.text);
+  }
+  cell->nsamples = json_array_size(tokens);
+  free(cell->sample_tokens);
+  cell->sample_tokens = qs_calloc(cell->nsamples ? cell->nsamples : 1, sizeof *cell->sample_tokens);
+  for (size_t i = 0; i < cell->nsamples; i++)
+    cell->sample_tokens[i] = (int)json_integer_value(json_array_get(tokens, i));
+  cell->baseline_loss = measured(json_object_get(m, "baseline_loss"));
+  json_t *t = json_object_get(m, "timings");
+  cell->timings = (qs_cell_timings){measured(json_object_get(t, "load_s")), measured(json_object_get(t, "calibrate_s")),
+                                    measured(json_object_get(t, "score_s")), measured(json_object_get(t, "search_s")),
+                                    measured(json_object_get(t, "total_s"))};
+  set_measured_str(&cell->provenance.git_commit, m, "git_commit");
+  set_measured_str(&cell->provenance.checkpoint_checksum, m, "checkpoint_checksum");
+  set_measured_str(&cell->provenance.data_checksum, m, "data_checksum");
+  set_measured_str(&cell->config_yaml, m, "config_yaml");
+  json_decref(m);
+  return true;
+}
+
+/* Writes the state, rebuilds the cell from it (the path `qsens report` and
+ * `qsens solve` take, so a cell scored on any rank gives the same bytes) and
+ * writes the reports. The search is rerun on the stored scores (same
+ * result) because the state does not keep the Pareto front. */
+static bool write_cell(const char *dir, const char *scheme, const qs_job_outcome *o, qs_cell **cell, qs_error *err) {
+  char *path = qs_cell_file(dir, scheme, QS_STATE_SUFFIX);
+  bool ok = qs_mkdirs(dir, err) && qs_write_file_atomic(path, o->state, strlen(o->state), err) &&
+            qs_cell_load_state(path, cell, err) && apply_measurements(*cell, o->measurements, err) &&
+            qs_cell_solve(*cell, (*cell)->search.requested_bits, err) && qs_write_reports(*cell, dir, err);
+  free(path);
+  return ok;
+}
+
+static void log_summary(qs_strbuf *log, const qs_cell *cell, const char *dir) {
+  const qs_cell_searchres *r = &cell->search;
+  size_t *order = qs_calloc(cell->ngroups ? cell->ngroups : 1, sizeof *order);
+  qs_cell_group_order(cell, true, order);
+  const qs_cell_group *top = cell->ngroups ? &cell->groups[order[0]] : NULL;
+  qs_job_log(log, "INFO", "%s (%s): effective bits %.4f of %g, best score %.6e, top group %s (%.3e); results in %s",
+             cell->scheme, cell->dataset.size ? cell->dataset.size : "-", r->effective_bits, r->requested_bits,
+             r->best_score, top ? top->handle : "-", top ? qs_group_importance(top) : 0.0, dir);
+  free(order);
+}
+
+bool qs_job_outcome_publish(const qs_dist *d, const qs_hydra_plan *plan, const qs_hydra_job *job,
+                            const qs_job_target *target, int owner, const qs_job_outcome *o, qs_cell **cell) {
+  qs_error err = {0};
+  qs_strbuf log = {0};
+  qs_sb_append(&log, o->log ? o->log : "");
+  *cell = NULL;
+  bool written = !o->ok || write_cell(target->artifact_dir, target->scheme, o, cell, &err);
+  if (o->ok && written) log_summary(&log, *cell, target->artifact_dir);
+  /* The job log file gets every line; the terminal gets a pass's shared lines once. */
+  fputs(qs_sb_str(&log) + (o->pass_head ? 0 : o->pass_log_len), stdout);
   if (plan->multirun && d->size > 1) printf("qsens: job #%d ran on rank %d\n", job->num, owner);
   fflush(stdout);
-  qs_error err = {0};
   char *log_path = qs_hydra_log_path(job);
   char *record_path = qs_path_join(job->output_dir, RECORD_FILE);
-  bool written = append_file(log_path, log, &err) &&
-                 qs_write_file_atomic(record_path, o->record, strlen(o->record), &err);
-  if (!written) fprintf(stderr, "qsens: error: %s\n", err.msg);
+  if (written)
+    written = append_file(log_path, qs_sb_str(&log), &err) &&
+              qs_write_file_atomic(record_path, o->record, strlen(o->record), &err);
+  if (!written && plan->multirun) fprintf(stderr, "qsens: error: job #%d: %s\n", job->num, err.msg);
+  else if (!written) fprintf(stderr, "qsens: error: %s\n", err.msg);
   if (!o->ok) {
     if (plan->multirun) fprintf(stderr, "qsens: error: job #%d: %s\n", job->num, o->error);
     else fprintf(stderr, "qsens: error: %s\n", o->error);
   }
   free(log_path);
   free(record_path);
+  qs_sb_free(&log);
+  if (!written) {
+    qs_cell_free(*cell);
+    *cell = NULL;
+  }
   return o->ok && written;
 }
 
@@ -277,5 +255,7 @@ void qs_job_outcome_free(qs_job_outcome *o) {
   free(o->log);
   free(o->record);
   free(o->error);
+  free(o->state);
+  free(o->measurements);
   memset(o, 0, sizeof *o);
 }

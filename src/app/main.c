@@ -13,6 +13,7 @@ typedef struct subcommand {
 static const subcommand SUBCOMMANDS[] = {
     {"init-model", qs_cmd_init_model},
     {"captions", qs_cmd_captions},
+    {"formats", qs_cmd_formats},
     {"report", qs_cmd_report},
     {"solve", qs_cmd_solve},
 };
