@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app/commands.h"
 #include "app/job.h"
 #include "app/job_settings.h"
 #include "app/pass_run.h"
 #include "config/hydra.h"
+#include "config/interp.h"
 #include "core/fsutil.h"
 #include "core/mem.h"
 #include "core/strbuf.h"
@@ -179,6 +181,17 @@ static int run_jobs(const qs_dist *d, const qs_hydra_plan *plan, const qs_job_se
   return status;
 }
 
+/* ${now:...} must read the same instant on every rank (output directories,
+ * run names): rank 0's is the one. */
+static void share_instant(void) {
+  struct timespec now = qs_interp_now();
+  long long parts[2] = {(long long)now.tv_sec, (long long)now.tv_nsec};
+  MPI_Bcast(parts, 2, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  now.tv_sec = (time_t)parts[0];
+  now.tv_nsec = (long)parts[1];
+  qs_interp_set_now(now);
+}
+
 int qs_run_hydra(const qs_dist *d, int argc, char **argv) {
   char *dirs[QS_N_CONF_DIRS];
   qs_default_conf_dirs(dirs);
@@ -190,6 +203,7 @@ int qs_run_hydra(const qs_dist *d, int argc, char **argv) {
   qs_job_settings *settings = NULL;
   qs_error err = {0};
   int status = QS_EXIT_OK;
+  share_instant();
   /* Composition is deterministic, so every rank reaches the same verdict. */
   if (!qs_hydra_prepare(argc, argv, &opts, &plan, stdout, stderr, &err)) {
     if (qs_dist_is_root(d)) fprintf(stderr, "%s\n", err.msg);

@@ -624,7 +624,7 @@ static bool load_merges(loader *ld, const json_t *model) {
   for (size_t i = 0; ok && i < json_array_size(merges); i++) {
     const char *a = NULL, *b = NULL;
     size_t a_len = 0, b_len = 0;
-    int32_t left, right, merged;
+    int32_t left = 0, right = 0, merged = 0; /* set by lookup_symbol; initialised for -O3 flow analysis */
     ok = merge_parts(ld, json_array_get(merges, i), i, &a, &a_len, &b, &b_len) &&
          lookup_symbol(ld, a, a_len, i, &left) && lookup_symbol(ld, b, b_len, i, &right);
     if (!ok) break;
