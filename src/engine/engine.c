@@ -50,14 +50,6 @@ typedef struct eng_cell {
   size_t loss_batches;
 } eng_cell;
 
-/* An activation quantized during one Linear visit, shared by the cells
- * whose quantizer and amax agree. */
-typedef struct eng_xq_key {
-  const qs_fq_spec *spec;
-  bool dynamic;
-  size_t size;
-} eng_xq_key;
-
 typedef struct engine {
   qs_backend *be;
   const qs_lm *lm;
@@ -76,10 +68,13 @@ typedef struct engine {
   float *pad_amax;     /* [nlin] input amax of the pad row (0: pads excluded) */
   qs_tensor pad_acc;   /* [nlin, 1] its accumulators */
   qs_tensor dyn_amax;  /* [1, 1] a decoder Linear's dynamic amax with the pad row */
-  qs_tensor *xq;       /* per-visit activation slots (capacity xq_cap elements each) */
+  /* Per-visit activation slots (capacity xq_cap elements each), each shared
+   * by the cells that quantize X like the cell that filled it. */
+  qs_tensor *xq;
   long *xq_cap;
-  eng_xq_key *xq_keys;
+  const eng_cell **xq_owner;
   size_t nxq;          /* slots filled in the current visit */
+  double *visit_score; /* [ncells] each cell's score of the Linear being visited */
   const eng_batch *batch;
   size_t batch_no;
 } engine;
@@ -252,7 +247,8 @@ static bool setup_cells(engine *e, qs_engine_cell *cells, size_t ncells, const e
   }
   e->xq = qs_calloc(ncells ? ncells : 1, sizeof *e->xq);
   e->xq_cap = qs_calloc(ncells ? ncells : 1, sizeof *e->xq_cap);
-  e->xq_keys = qs_calloc(ncells ? ncells : 1, sizeof *e->xq_keys);
+  e->xq_owner = qs_calloc(ncells ? ncells : 1, sizeof *e->xq_owner);
+  e->visit_score = qs_calloc(ncells ? ncells : 1, sizeof *e->visit_score);
   e->pad_amax = qs_calloc(e->nlin, sizeof(float));
   return qs_tensor_alloc(e->be, QS_F32, (long)e->nlin, 1, &e->acc, err) &&
          qs_tensor_alloc(e->be, QS_F32, (long)e->nlin, 1, &e->pad_acc, err) &&
@@ -275,7 +271,8 @@ static void engine_free(engine *e) {
   free(e->pad_amax);
   free(e->xq);
   free(e->xq_cap);
-  free(e->xq_keys);
+  free(e->xq_owner);
+  free(e->visit_score);
   free(e->wcache);
   free(e->sizes);
   free(e->wspecs);
@@ -450,17 +447,27 @@ static bool dynamic_amax_with_pads(engine *e, size_t i, const qs_tensor *x, qs_e
   return qs_op_amax_accumulate(e->be, x, &e->dyn_amax, err);
 }
 
+/* Whether two activation-quantizing cells give Linear i the same FQ_a(X):
+ * the same quantizer with an amax from the same x (dynamic) or with equal
+ * static amax, bit for bit (sizes often end their calibration with the same
+ * max, spec §7.3). */
+static bool same_act_quant(const engine *e, const eng_cell *a, const eng_cell *b, size_t i) {
+  if (!same_spec(&a->aspec, &b->aspec) || a->dynamic != b->dynamic) return false;
+  if (a->dynamic || a->size == b->size) return true;
+  float amax_a = e->sizes[a->size].amax_host[i], amax_b = e->sizes[b->size].amax_host[i];
+  return memcmp(&amax_a, &amax_b, sizeof amax_a) == 0;
+}
+
 static bool act_quantized(engine *e, const eng_cell *c, size_t i, const qs_tensor *x, const qs_tensor **out,
                           qs_error *err) {
   for (size_t k = 0; k < e->nxq; k++) {
-    const eng_xq_key *key = &e->xq_keys[k];
-    if (same_spec(key->spec, &c->aspec) && key->dynamic == c->dynamic && (c->dynamic || key->size == c->size)) {
+    if (same_act_quant(e, e->xq_owner[k], c, i)) {
       *out = &e->xq[k];
       return true;
     }
   }
   size_t k = e->nxq++;
-  e->xq_keys[k] = (eng_xq_key){&c->aspec, c->dynamic, c->size};
+  e->xq_owner[k] = c;
   long n = qs_tensor_numel(x);
   if (e->xq_cap[k] < n) {
     qs_tensor_free(e->be, &e->xq[k]);
@@ -475,6 +482,37 @@ static bool act_quantized(engine *e, const eng_cell *c, size_t i, const qs_tenso
   return true;
 }
 
+/* Two cells whose W and X quantizers agree for Linear i score it the same
+ * in every batch: the weight-only and dynamic pairs of every size, and
+ * static ones whose sizes ended calibration with the same amax. */
+static bool same_candidate(const engine *e, const eng_cell *a, const eng_cell *b, size_t i) {
+  if (a->wq != b->wq || a->act_quant != b->act_quant) return false;
+  return !a->act_quant || same_act_quant(e, a, b, i);
+}
+
+/* The earliest cell scoring this batch that gives Linear i the same score
+ * as cell ci (ci itself when none does): its score is reused, so each
+ * distinct candidate is computed once per visit, by the same op on the same
+ * operands as a cell alone would. */
+static size_t score_twin(const engine *e, size_t ci, size_t i) {
+  for (size_t k = 0; k < ci; k++)
+    if (cell_scores_batch(e, &e->cells[k], e->batch->logical) && same_candidate(e, &e->cells[k], &e->cells[ci], i))
+      return k;
+  return ci;
+}
+
+static bool candidate_score(engine *e, const eng_cell *c, size_t i, const qs_tensor *x, const qs_tensor *g,
+                            double *s, qs_error *err) {
+  const qs_tensor *wq, *xq = NULL;
+  TRY(weight_quantized(e, i, c->wq, &wq, err));
+  if (c->act_quant) TRY(act_quantized(e, c, i, x, &xq, err));
+  TRY(qs_op_quant_score(e->be, x, xq, &e->lin[i].w, wq, g, e->opts->precision, s, err));
+  if (isfinite(*s)) return true;
+  char name[160];
+  return qs_fail(err, QS_EXIT_RUNTIME, "non-finite sensitivity score (%g) of %s for quant_pair %s in score batch %zu",
+                 *s, linear_name(e, i, name, sizeof name), c->pair.name, e->batch_no);
+}
+
 static bool score_visit(void *ctx, const qs_linear_site *site, const qs_tensor *x, const qs_tensor *g,
                         qs_error *err) {
   engine *e = ctx;
@@ -485,17 +523,10 @@ static bool score_visit(void *ctx, const qs_linear_site *site, const qs_tensor *
   for (size_t ci = 0; ci < e->ncells; ci++) {
     eng_cell *c = &e->cells[ci];
     if (!cell_scores_batch(e, c, e->batch->logical)) continue;
-    const qs_tensor *wq, *xq = NULL;
-    TRY(weight_quantized(e, i, c->wq, &wq, err));
-    if (c->act_quant) TRY(act_quantized(e, c, i, x, &xq, err));
-    double s;
-    TRY(qs_op_quant_score(e->be, x, xq, &e->lin[i].w, wq, g, e->opts->precision, &s, err));
-    if (!isfinite(s)) {
-      char name[160];
-      return qs_fail(err, QS_EXIT_RUNTIME, "non-finite sensitivity score (%g) of %s for quant_pair %s in score batch %zu",
-                     s, linear_name(e, i, name, sizeof name), c->pair.name, e->batch_no);
-    }
-    c->req->out->linears[i].raw_scores[0] += s;
+    size_t twin = score_twin(e, ci, i);
+    if (twin == ci) TRY(candidate_score(e, c, i, x, g, &e->visit_score[ci], err));
+    else e->visit_score[ci] = e->visit_score[twin];
+    c->req->out->linears[i].raw_scores[0] += e->visit_score[ci];
   }
   return true;
 }

@@ -11,6 +11,9 @@
  *      hand, every cell whose size includes the batch adds
  *      Σ clamp(G·Δ, ±1e10)² with Δ from its fake-quantized W (cached per
  *      weight quantizer) and X (its size's static amax, or dynamic).
+ *      Cells that quantize a Linear's W and X identically (weight-only and
+ *      dynamic pairs at every size; static pairs whose sizes end calibration
+ *      with the same amax) share one score computation per visit.
  * A cell's result equals running the pass with that cell alone, bit for bit:
  * the unquantized X and G do not depend on the cells, and every reduction
  * has a fixed order.

@@ -18,6 +18,12 @@
  * lies in one block and the result does not depend on the blocking. */
 #define BLOCK_FLOATS (1L << 22)
 
+/* Element counts below which a loop of the op runs on the calling thread:
+ * waking the other OpenMP threads costs more than such a loop (the demo's
+ * Linears), and the OpenBLAS threads of the next GEMM still spin on the
+ * other cores meanwhile. Every loop gives the same bits either way. */
+#define PARALLEL_MIN_ELEMENTS (1L << 18)
+
 bool cpu_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
                     qs_tensor *y, qs_error *err) {
   (void)be;
@@ -36,6 +42,9 @@ static void load_f32(const qs_tensor *t, long begin, long n, float *dst) {
     return;
   }
   const qs_bf16 *src = (const qs_bf16 *)t->data + begin;
+  /* simd: -O2's cost model leaves loops of unknown length scalar; these
+   * element-wise loops give the same bits either way. */
+#pragma omp simd
   for (long j = 0; j < n; j++) dst[j] = qs_bf16_to_f32(src[j]);
 }
 
@@ -62,7 +71,7 @@ typedef struct out_block {
 static void weight_operands(const score_args *a, long c0, long cols, long kb, float *b, float *b2) {
   long k = a->w->cols;
   bool accurate = a->mode == QS_DELTA_ACCURATE, act = a->xq != NULL;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cols * kb >= PARALLEL_MIN_ELEMENTS)
   for (long c = 0; c < cols; c++) {
     float *dst = b + c * kb;
     if (!accurate) {
@@ -73,6 +82,7 @@ static void weight_operands(const score_args *a, long c0, long cols, long kb, fl
     row_f32(a->wq, c0 + c, dst);
     float *wrow = act ? dst + k : b2 + c * k; /* b2: scratch row without activation quantization */
     row_f32(a->w, c0 + c, wrow);
+#pragma omp simd
     for (long j = 0; j < k; j++) dst[j] -= wrow[j];
   }
 }
@@ -81,7 +91,7 @@ static void weight_operands(const score_args *a, long c0, long cols, long kb, fl
 static void act_operands(const score_args *a, long r0, long rows, long kb, float *x_op, float *xq_op) {
   long k = a->x->cols;
   bool accurate = a->mode == QS_DELTA_ACCURATE;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * kb >= PARALLEL_MIN_ELEMENTS)
   for (long r = 0; r < rows; r++) {
     float *dst = x_op + r * kb;
     if (!a->xq) {
@@ -93,6 +103,7 @@ static void act_operands(const score_args *a, long r0, long rows, long kb, float
     } else {
       row_f32(a->xq, r0 + r, dst);
       row_f32(a->x, r0 + r, dst + k);
+#pragma omp simd
       for (long j = 0; j < k; j++) dst[k + j] = dst[j] - dst[k + j];
     }
   }
@@ -114,8 +125,31 @@ static void block_delta(const score_args *a, const out_block *blk, long kb, cons
   gemm_nt(x_op, b, blk->rows, blk->cols, kb, scratch);
   gemm_nt(xq_op, b2, blk->rows, blk->cols, kb, delta);
   long n = blk->rows * blk->cols;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN_ELEMENTS)
   for (long i = 0; i < n; i++) delta[i] = qs_fq_bf16(qs_fq_bf16(delta[i]) - qs_fq_bf16(scratch[i]));
+}
+
+/* Output rows whose partials are summed side by side: each row's sum keeps
+ * its column order, and the independent chains hide the latency of the
+ * fp32 adds. */
+#define PARTIAL_ROWS 4
+
+/* Σ_j clamp(G·Δ)² over the columns of `nrows` consecutive block rows
+ * (nrows ≤ PARTIAL_ROWS, a constant at every call so the loop over the rows
+ * unrolls). */
+static inline void row_partials(const float *g, long g_stride, const float *delta, long cols, int nrows,
+                                bool g_bf16, float *sums) {
+  float acc[PARTIAL_ROWS] = {0.0f};
+  for (long j = 0; j < cols; j++) {
+    for (int q = 0; q < nrows; q++) {
+      float gv = g_bf16 ? qs_fq_bf16(g[q * g_stride + j]) : g[q * g_stride + j];
+      float v = gv * delta[q * cols + j];
+      if (v > SCORE_CLAMP) v = SCORE_CLAMP;
+      if (v < -SCORE_CLAMP) v = -SCORE_CLAMP;
+      acc[q] += v * v;
+    }
+  }
+  for (int q = 0; q < nrows; q++) sums[q] = acc[q];
 }
 
 /* One fp32 partial per row of the block: Σ_j clamp(G·Δ)² in column order,
@@ -123,19 +157,21 @@ static void block_delta(const score_args *a, const out_block *blk, long kb, cons
 static void block_partials(const score_args *a, const out_block *blk, const float *delta, float *partial,
                            long partial_stride) {
   bool g_bf16 = a->mode == QS_DELTA_MODELOPT;
-  long n = a->g->cols;
-#pragma omp parallel for schedule(static)
-  for (long r = 0; r < blk->rows; r++) {
+  long n = a->g->cols, groups = (blk->rows + PARTIAL_ROWS - 1) / PARTIAL_ROWS;
+#pragma omp parallel for schedule(static) if (blk->rows * blk->cols >= PARALLEL_MIN_ELEMENTS)
+  for (long grp = 0; grp < groups; grp++) {
+    long r = grp * PARTIAL_ROWS;
     const float *grow = (const float *)a->g->data + (blk->r0 + r) * n + blk->c0;
-    float sum = 0.0f;
-    for (long j = 0; j < blk->cols; j++) {
-      float gv = g_bf16 ? qs_fq_bf16(grow[j]) : grow[j];
-      float v = gv * delta[r * blk->cols + j];
-      if (v > SCORE_CLAMP) v = SCORE_CLAMP;
-      if (v < -SCORE_CLAMP) v = -SCORE_CLAMP;
-      sum += v * v;
+    const float *drow = delta + r * blk->cols;
+    float sums[PARTIAL_ROWS];
+    long left = blk->rows - r;
+    if (left >= PARTIAL_ROWS) {
+      row_partials(grow, n, drow, blk->cols, PARTIAL_ROWS, g_bf16, sums);
+    } else {
+      for (long q = 0; q < left; q++)
+        row_partials(grow + q * n, n, drow + q * blk->cols, blk->cols, 1, g_bf16, &sums[q]);
     }
-    partial[r * partial_stride] = sum;
+    for (long q = 0; q < PARTIAL_ROWS && q < left; q++) partial[(r + q) * partial_stride] = sums[q];
   }
 }
 
