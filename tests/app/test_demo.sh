@@ -89,10 +89,11 @@ check "the 21-cell pass equals the separate run" same_cell sweep/19 alone_wint8_
 
 # 5. two MPI ranks (two passes: delta_precision splits them) give the same artifacts as one.
 # The CPU GEMM (OpenBLAS) sums in an order that depends on its thread count and
-# mpirun binds each rank to one core, so both runs pin backend.threads=1.
+# mpirun binds each rank to one core, so both runs pin backend.threads=1; they
+# pin backend=cpu too, so that a GPU host checks the same thing as CI.
 if [ -n "$MPIEXEC" ]; then
   two_pass=(-m quant_pair=wint8_aint8,wfp4_afp8 autoquant.delta_precision=accurate,modelopt "${SMALL[@]}"
-            backend.threads=1)
+            backend=cpu backend.threads=1)
   "$Q" "${two_pass[@]}" hydra.sweep.dir=one_rank >one.out 2>&1
   check "1-rank two-pass sweep exits 0" test $? -eq 0
   "$MPIEXEC" -np 2 "$Q" "${two_pass[@]}" hydra.sweep.dir=two_ranks >two.out 2>&1
