@@ -5,7 +5,6 @@
  * or {"error": "<message>"}. Scalars are tagged so that types compare:
  * "i:5", "f:0.5" (Python repr), "b:true", "n", "s:text"; maps are lists of
  * [key, value] pairs so that their order compares too. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,39 +12,7 @@
 #include <jansson.h>
 
 #include "config/override.h"
-#include "core/pyfmt.h"
-
-static json_t *encode(const qs_node *n) {
-  char buf[64];
-  switch (n->kind) {
-  case QS_NULL: return json_string("n");
-  case QS_BOOL: return json_string(n->b ? "b:true" : "b:false");
-  case QS_INT: snprintf(buf, sizeof buf, "i:%" PRId64, n->i); return json_string(buf);
-  case QS_FLOAT: {
-    char r[40];
-    snprintf(buf, sizeof buf, "f:%s", qs_py_float_repr(n->f, r, sizeof r));
-    return json_string(buf);
-  }
-  case QS_STR: {
-    char *s = malloc(strlen(n->s) + 3);
-    sprintf(s, "s:%s", n->s);
-    json_t *j = json_string(s);
-    free(s);
-    return j;
-  }
-  case QS_LIST: {
-    json_t *a = json_array();
-    for (size_t k = 0; k < n->n; k++) json_array_append_new(a, encode(n->items[k]));
-    return a;
-  }
-  case QS_MAP: {
-    json_t *m = json_array();
-    for (size_t k = 0; k < n->n; k++) json_array_append_new(m, json_pack("[so]", n->keys[k], encode(n->items[k])));
-    return json_pack("{so}", "map", m);
-  }
-  }
-  return json_null();
-}
+#include "node_json.h"
 
 static json_t *strings(char **s, size_t n) {
   json_t *a = json_array();
@@ -66,14 +33,14 @@ static json_t *describe(const qs_override *ov) {
   if (!ov->has_value) return o;
   json_object_set_new(o, "sweep", json_string(SWEEPS[ov->sweep]));
   if (ov->sweep == QS_SWEEP_NONE) {
-    json_object_set_new(o, "value", encode(ov->value));
+    json_object_set_new(o, "value", node_json(ov->value));
     json_object_set_new(o, "text", json_string(ov->value_text));
   } else if (ov->sweep == QS_SWEEP_GLOB) {
     json_object_set_new(o, "include", strings(ov->glob_include, ov->n_include));
     json_object_set_new(o, "exclude", strings(ov->glob_exclude, ov->n_exclude));
   } else {
     json_t *vals = json_array();
-    for (size_t k = 0; k < ov->n_values; k++) json_array_append_new(vals, encode(ov->values[k]));
+    for (size_t k = 0; k < ov->n_values; k++) json_array_append_new(vals, node_json(ov->values[k]));
     json_object_set_new(o, "values", vals);
     if (ov->sweep != QS_SWEEP_INTERVAL) json_object_set_new(o, "texts", strings(ov->value_texts, ov->n_values));
   }
