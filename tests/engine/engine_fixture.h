@@ -2,6 +2,8 @@
 #ifndef QSENS_TESTS_ENGINE_FIXTURE_H
 #define QSENS_TESTS_ENGINE_FIXTURE_H
 
+#include <jansson.h>
+
 #include "engine/engine.h"
 #include "text/batch.h"
 
@@ -9,6 +11,10 @@
  * fixture_seqs_free. */
 qs_token_seq *fixture_seqs(size_t n, int vocab, unsigned seed);
 void fixture_seqs_free(qs_token_seq *seqs, size_t n);
+
+/* The token sequences of a reference fixture's "sequences" list (lists of
+ * ids); *n is 0 when the key is absent. Free with fixture_seqs_free. */
+qs_token_seq *fixture_seqs_from_json(json_t *fixture, size_t *n);
 
 /* Runs one pass over cells (pairs[i] at sizes[i] samples), each out a new
  * qs_cell; returns the engine's verdict (err filled on failure). */

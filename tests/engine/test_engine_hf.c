@@ -15,20 +15,6 @@
 
 enum { MAX_PAIRS = 8 };
 
-static qs_token_seq *load_sequences(json_t *ref, size_t *n) {
-  json_t *list = json_object_get(ref, "sequences");
-  *n = json_array_size(list);
-  qs_token_seq *seqs = qs_calloc(*n ? *n : 1, sizeof *seqs);
-  for (size_t i = 0; i < *n; i++) {
-    json_t *s = json_array_get(list, i);
-    int32_t *ids = qs_malloc((json_array_size(s) + 1) * sizeof *ids);
-    for (size_t t = 0; t < json_array_size(s); t++) ids[t] = (int32_t)json_integer_value(json_array_get(s, t));
-    seqs[i].ids = ids;
-    seqs[i].len = json_array_size(s);
-  }
-  return seqs;
-}
-
 /* One cell against its reference row. The engine and the reference compute
  * X and G in float32 with different operation orders (~1e-6 relative), and
  * Δ/Σ(G·Δ)² without cancellation on both sides, so scores agree to ~1e-5;
@@ -69,7 +55,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   size_t n_seqs;
-  qs_token_seq *seqs = load_sequences(ref, &n_seqs);
+  qs_token_seq *seqs = fixture_seqs_from_json(ref, &n_seqs);
   qs_batch_opts bopts = qs_batch_opts_default();
   bopts.batch_size = (size_t)json_integer_value(json_object_get(ref, "batch_size"));
   bopts.score_size = (size_t)json_integer_value(json_object_get(ref, "score_size"));

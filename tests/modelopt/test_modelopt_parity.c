@@ -33,6 +33,7 @@
 #include "check.h"
 #include "core/mem.h"
 #include "engine/engine.h"
+#include "engine/engine_fixture.h"
 #include "model/checkpoint.h"
 #include "report/artifacts.h"
 #include "report/results.h"
@@ -96,29 +97,10 @@ static json_t *get(json_t *obj, const char *key) {
   return v;
 }
 
-static qs_token_seq *load_sequences(json_t *fixture, size_t *n) {
-  json_t *list = get(fixture, "sequences");
-  *n = json_array_size(list);
-  qs_token_seq *seqs = qs_calloc(*n ? *n : 1, sizeof *seqs);
-  for (size_t i = 0; i < *n; i++) {
-    json_t *row = json_array_get(list, i);
-    int32_t *ids = qs_malloc((json_array_size(row) + 1) * sizeof *ids);
-    for (size_t t = 0; t < json_array_size(row); t++) ids[t] = (int32_t)json_integer_value(json_array_get(row, t));
-    seqs[i].ids = ids;
-    seqs[i].len = json_array_size(row);
-  }
-  return seqs;
-}
-
-static void free_sequences(qs_token_seq *seqs, size_t n) {
-  for (size_t i = 0; i < n; i++) free((void *)seqs[i].ids);
-  free(seqs);
-}
-
 /* The engine over every pair of one run of the fixture, as ModelOpt ran them. */
 static bool run_engine(const qs_lm *lm, json_t *fixture, json_t *run, qs_engine_cell *cells, size_t *ncells) {
   size_t n_seqs;
-  qs_token_seq *seqs = load_sequences(fixture, &n_seqs);
+  qs_token_seq *seqs = fixture_seqs_from_json(fixture, &n_seqs);
   qs_batch_opts bopts = qs_batch_opts_default();
   bopts.batch_size = (size_t)json_integer_value(get(fixture, "batch_size"));
   bopts.score_size = (size_t)json_integer_value(get(fixture, "score_size"));
@@ -142,7 +124,7 @@ static bool run_engine(const qs_lm *lm, json_t *fixture, json_t *run, qs_engine_
   bool ok = qs_engine_run_pass(be, lm, &data, cells, *ncells, &opts, &err);
   if (!ok) fprintf(stderr, "engine: %s\n", err.msg);
   qs_backend_destroy(be);
-  free_sequences(seqs, n_seqs);
+  fixture_seqs_free(seqs, n_seqs);
   return ok;
 }
 
