@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/commands.h"
 #include "core/error.h"
 #include "core/mem.h"
 #include "text/captions.h"
@@ -35,17 +36,6 @@ static const char usage_text[] =
     "  --seed N        sampling seed (default 42)\n"
     "  --k N           subset size (default 4096; 0 or more than available keeps all, in order)\n"
     "  --sizes LIST    prefix files (default small=16,medium=128,large=512)\n";
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "qsens captions: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see qsens captions --help)\n");
-  va_end(ap);
-  return QS_EXIT_USAGE;
-}
 
 typedef struct cli {
   const char *train, *val, *out, *sizes_text;
@@ -88,13 +78,13 @@ static int parse_sizes(cli *c) {
   char *save = NULL;
   for (char *item = strtok_r(c->size_names, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
     char *eq = strchr(item, '=');
-    if (!eq) return usage_error("--sizes entry '%s' is not NAME=COUNT", item);
+    if (!eq) return qs_cmd_usage_error("captions", "--sizes entry '%s' is not NAME=COUNT", item);
     *eq = '\0';
     size_t count;
-    if (!valid_size_name(item)) return usage_error("--sizes name '%s' must use only letters, digits, '_' or '-'", item);
+    if (!valid_size_name(item)) return qs_cmd_usage_error("captions", "--sizes name '%s' must use only letters, digits, '_' or '-'", item);
     if (!parse_count(eq + 1, &count) || count == 0)
-      return usage_error("--sizes count for '%s' must be a positive integer, not '%s'", item, eq + 1);
-    if (c->n_sizes == MAX_SIZES) return usage_error("--sizes lists more than %d entries", MAX_SIZES);
+      return qs_cmd_usage_error("captions", "--sizes count for '%s' must be a positive integer, not '%s'", item, eq + 1);
+    if (c->n_sizes == MAX_SIZES) return qs_cmd_usage_error("captions", "--sizes lists more than %d entries", MAX_SIZES);
     c->sizes[c->n_sizes++] = (qs_subset_size){.name = item, .count = count};
   }
   return 0;
@@ -120,10 +110,10 @@ static int set_option(cli *c, int which, const char *value) {
     case 1: c->val = value; break;
     case 2: c->out = value; break;
     case 3:
-      if (!parse_int64(value, &c->seed)) return usage_error("--seed must be an integer, not '%s'", value);
+      if (!parse_int64(value, &c->seed)) return qs_cmd_usage_error("captions", "--seed must be an integer, not '%s'", value);
       break;
     case 4:
-      if (!parse_count(value, &c->k)) return usage_error("--k must be a non-negative integer, not '%s'", value);
+      if (!parse_count(value, &c->k)) return qs_cmd_usage_error("captions", "--k must be a non-negative integer, not '%s'", value);
       break;
     default: c->sizes_text = value;
   }
@@ -136,20 +126,20 @@ static int parse_args(int argc, char **argv, cli *c) {
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) c->help = true;
   if (c->help) return 0;
-  if (argc < 2) return usage_error("missing action (only 'build')");
-  if (strcmp(argv[1], "build") != 0) return usage_error("unknown action '%s' (only 'build')", argv[1]);
+  if (argc < 2) return qs_cmd_usage_error("captions", "missing action (only 'build')");
+  if (strcmp(argv[1], "build") != 0) return qs_cmd_usage_error("captions", "unknown action '%s' (only 'build')", argv[1]);
   for (int i = 2; i < argc; i++) {
     const char *value = NULL;
     bool missing = false;
     int which = 0;
     for (; which < n_names && !value && !missing; which++) value = take_value(argc, argv, &i, names[which], &missing);
-    if (missing) return usage_error("option '%s' needs a value", argv[i]);
-    if (!value) return usage_error("unknown argument '%s'", argv[i]);
+    if (missing) return qs_cmd_usage_error("captions", "option '%s' needs a value", argv[i]);
+    if (!value) return qs_cmd_usage_error("captions", "unknown argument '%s'", argv[i]);
     int status = set_option(c, which - 1, value);
     if (status) return status;
   }
-  if (!c->train) return usage_error("missing --train FILE");
-  if (!c->out) return usage_error("missing --out DIR");
+  if (!c->train) return qs_cmd_usage_error("captions", "missing --train FILE");
+  if (!c->out) return qs_cmd_usage_error("captions", "missing --out DIR");
   return parse_sizes(c);
 }
 

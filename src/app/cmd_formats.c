@@ -149,8 +149,7 @@ int qs_cmd_formats(int argc, char **argv) {
     return QS_EXIT_OK;
   }
   if (!(argc == 1 || (argc == 3 && strcmp(argv[1], "--config-dir") == 0))) {
-    fprintf(stderr, "qsens formats: expected no argument or --config-dir DIR (see qsens formats --help)\n");
-    return QS_EXIT_USAGE;
+    return qs_cmd_usage_error("formats", "expected no argument or --config-dir DIR");
   }
   char *conf = argc == 3 ? qs_strdup(argv[2]) : default_conf();
   qs_error err = {0};

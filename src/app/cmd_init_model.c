@@ -33,17 +33,6 @@ static const char usage_text[] =
     "  --max-shard-size BYTES largest shard (suffixes KB, MB, GB = powers of 1000;\n"
     "                         default 5GB, as transformers)\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "qsens init-model: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see qsens init-model --help)\n");
-  va_end(ap);
-  return QS_EXIT_USAGE;
-}
-
 /* Decimal integer with an optional KB/MB/GB suffix; false when malformed or 0. */
 static bool parse_size(const char *s, uint64_t *out) {
   static const struct {
@@ -100,7 +89,7 @@ static int parse_args(int argc, char **argv, cli *c) {
       return 0;
     }
     if (argv[i][0] != '-') {
-      if (c->dir) return usage_error("unexpected argument '%s': only one DIR", argv[i]);
+      if (c->dir) return qs_cmd_usage_error("init-model", "unexpected argument '%s': only one DIR", argv[i]);
       c->dir = argv[i];
       continue;
     }
@@ -111,32 +100,32 @@ static int parse_args(int argc, char **argv, cli *c) {
       value = option_value(argc, argv, &i, names[which], &missing);
       if (value || missing) break;
     }
-    if (missing) return usage_error("option '%s' needs a value", argv[i]);
-    if (!value) return usage_error("unknown option '%s'", argv[i]);
+    if (missing) return qs_cmd_usage_error("init-model", "option '%s' needs a value", argv[i]);
+    if (!value) return qs_cmd_usage_error("init-model", "unknown option '%s'", argv[i]);
     switch (which) {
       case 0: c->opt.preset = value; break;
       case 1:
         if (!parse_seed(value, &c->opt.seed))
-          return usage_error("--seed must be a non-negative integer, not '%s'", value);
+          return qs_cmd_usage_error("init-model", "--seed must be a non-negative integer, not '%s'", value);
         break;
       case 2:
-        if (strcmp(value, "bf16") != 0) return usage_error("--dtype '%s' is not supported (only bf16)", value);
+        if (strcmp(value, "bf16") != 0) return qs_cmd_usage_error("init-model", "--dtype '%s' is not supported (only bf16)", value);
         break;
       case 3: c->opt.tokenizer = value; break;
       case 4: c->opt.captions = value; break;
       default:
         if (!parse_size(value, &c->opt.max_shard_bytes))
-          return usage_error("--max-shard-size must be a positive byte count (e.g. 2GB), not '%s'", value);
+          return qs_cmd_usage_error("init-model", "--max-shard-size must be a positive byte count (e.g. 2GB), not '%s'", value);
     }
   }
-  if (!c->dir) return usage_error("missing DIR");
-  if (!c->opt.preset) return usage_error("missing --preset (one of %s)", qs_init_model_preset_names());
+  if (!c->dir) return qs_cmd_usage_error("init-model", "missing DIR");
+  if (!c->opt.preset) return qs_cmd_usage_error("init-model", "missing --preset (one of %s)", qs_init_model_preset_names());
   qs_lm_config cfg;
   if (!qs_init_model_preset(c->opt.preset, &cfg))
-    return usage_error("unknown preset '%s' (choose from %s)", c->opt.preset, qs_init_model_preset_names());
+    return qs_cmd_usage_error("init-model", "unknown preset '%s' (choose from %s)", c->opt.preset, qs_init_model_preset_names());
   bool demo = strcmp(c->opt.preset, "demo") == 0;
-  if (c->opt.captions && !demo) return usage_error("--captions applies to the demo preset only");
-  if (c->opt.captions && c->opt.tokenizer) return usage_error("give --tokenizer or --captions, not both");
+  if (c->opt.captions && !demo) return qs_cmd_usage_error("init-model", "--captions applies to the demo preset only");
+  if (c->opt.captions && c->opt.tokenizer) return qs_cmd_usage_error("init-model", "give --tokenizer or --captions, not both");
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app/commands.h"
 #include "core/error.h"
 #include "report/rebuild.h"
 
@@ -21,10 +22,7 @@ int qs_cmd_report(int argc, char **argv) {
     fputs(report_usage, stdout);
     return QS_EXIT_OK;
   }
-  if (argc != 2) {
-    fprintf(stderr, "qsens report: expected one run or sweep directory (see qsens report --help)\n");
-    return QS_EXIT_USAGE;
-  }
+  if (argc != 2) return qs_cmd_usage_error("report", "expected one run or sweep directory");
   qs_error err = {0};
   size_t n = 0;
   if (!qs_rebuild_reports(argv[1], &n, &err)) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/commands.h"
 #include "core/error.h"
 #include "report/rebuild.h"
 
@@ -21,11 +22,6 @@ static const char solve_usage[] =
     "effective bits, then rewrites the state's best selection, the manifest and the\n"
     "reports. Scores and costs never change; an unreachable budget rewrites nothing.\n";
 
-static int solve_usage_error(const char *what) {
-  fprintf(stderr, "qsens solve: %s (see qsens solve --help)\n", what);
-  return QS_EXIT_USAGE;
-}
-
 /* B from "autoquant.effective_bits=B": a finite positive number. */
 static bool parse_bits(const char *arg, double *bits) {
   if (strncmp(arg, BITS_KEY, strlen(BITS_KEY)) != 0) return false;
@@ -40,12 +36,12 @@ int qs_cmd_solve(int argc, char **argv) {
     fputs(solve_usage, stdout);
     return QS_EXIT_OK;
   }
-  if (argc != 3) return solve_usage_error("expected DIR and autoquant.effective_bits=B");
+  if (argc != 3) return qs_cmd_usage_error("solve", "expected DIR and autoquant.effective_bits=B");
   double bits;
   if (!parse_bits(argv[2], &bits)) {
     char msg[600];
     snprintf(msg, sizeof msg, "'%.500s' is not autoquant.effective_bits=<positive number>", argv[2]);
-    return solve_usage_error(msg);
+    return qs_cmd_usage_error("solve", "%s", msg);
   }
   qs_error err = {0};
   size_t n = 0;

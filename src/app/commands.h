@@ -18,6 +18,10 @@ int qs_cmd_solve(int argc, char **argv);
 enum { QS_N_CONF_DIRS = 3 };
 void qs_default_conf_dirs(char *dirs[QS_N_CONF_DIRS]);
 
+/* A subcommand's bad-usage line, "qsens CMD: <message> (see qsens CMD --help)",
+ * on stderr; returns QS_EXIT_USAGE. */
+int qs_cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* The Hydra application: compose, sweep, run jobs (all ranks take part). */
 int qs_run_hydra(const qs_dist *d, int argc, char **argv);
 
