@@ -21,6 +21,7 @@
 static const char *const PER_CELL_KEYS[] = {
     "quant_pair", "scheme", "output_layout", "dataset.size", "dataset.captions_path", "dataset.max_calib_samples",
     "autoquant.effective_bits", "autoquant.monotone_rule", "autoquant.extra_none_numel",
+    "autoquant.report_style",
 };
 
 static void delete_path(qs_node *root, const char *path) {
@@ -145,8 +146,9 @@ static bool read_autoquant(const qs_node *cfg, qs_job_settings *s, qs_error *err
   static const char *const monotone[] = {"head", "v037", NULL};
   static const char *const names[] = {"hf", "seed", NULL};
   static const char *const mx_rules[] = {"nv_ceil", "ocp_floor", NULL};
+  static const char *const report_styles[] = {"head", "committed", NULL};
   qs_engine_options *o = &s->engine;
-  int method, precision, rule, style, mx;
+  int method, precision, rule, style, mx, report_style;
   int64_t block, extra, score_size;
   if (!qs_cfg_choice(cfg, "autoquant.method", methods, &method, err) ||
       !qs_cfg_number(cfg, "autoquant.effective_bits", &s->effective_bits, err) ||
@@ -157,6 +159,7 @@ static bool read_autoquant(const qs_node *cfg, qs_job_settings *s, qs_error *err
       !qs_cfg_bool(cfg, "autoquant.include_lm_head", &o->include_lm_head, err) ||
       !qs_cfg_choice(cfg, "autoquant.delta_precision", precisions, &precision, err) ||
       !qs_cfg_choice(cfg, "autoquant.monotone_rule", monotone, &rule, err) ||
+      !qs_cfg_choice(cfg, "autoquant.report_style", report_styles, &report_style, err) ||
       !qs_cfg_choice(cfg, "autoquant.name_style", names, &style, err) ||
       !qs_cfg_choice(cfg, "autoquant.mx_scale_rule", mx_rules, &mx, err) ||
       !qs_cfg_number(cfg, "autoquant.nvfp4_effective_bits", &o->nvfp4_effective_bits, err) ||
@@ -175,6 +178,7 @@ static bool read_autoquant(const qs_node *cfg, qs_job_settings *s, qs_error *err
   if (extra < 0) return qs_fail(err, QS_EXIT_USAGE, "config key 'autoquant.extra_none_numel' must not be negative");
   o->precision = precision == 0 ? QS_DELTA_ACCURATE : QS_DELTA_MODELOPT;
   s->monotone_rule = rule == 0 ? QS_MONOTONE_HEAD : QS_MONOTONE_V037;
+  s->report_style = report_style == 0 ? QS_REPORT_HEAD : QS_REPORT_COMMITTED;
   o->name_style = style == 0 ? QS_NAMES_HF : QS_NAMES_SEED;
   o->mx_rule = mx == 0 ? QS_MX_NV_CEIL : QS_MX_OCP_FLOOR;
   o->nvfp4_w4a8_block = (int)block;

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "engine/engine.h"
 #include "quant/format.h"
+#include "report/results.h"
 #include "search/search.h"
 #include "text/batch.h"
 #include "text/captions.h"
@@ -36,6 +37,7 @@ typedef struct qs_job_settings {
   double effective_bits;
   long long score_size, extra_none_numel;
   qs_monotone_rule monotone_rule;
+  qs_report_style report_style; /* autoquant.report_style: Markdown layout of the report */
   qs_engine_options engine;    /* disabled_layers is owned */
   qs_batch_opts batch;         /* pad_id is the tokenizer's, set when the pass loads it */
   qs_backend_choice backend;

@@ -256,6 +256,7 @@ static void describe_cell(const qs_job_settings *s, const pass_inputs *in, const
   qs_cell_set_str(&cell->model_id, s->model_path);
   cell->score_size = s->score_size;
   cell->monotone_rule = s->monotone_rule;
+  cell->report_style = s->report_style;
   cell->extra_none_numel = s->extra_none_numel;
   qs_cell_dataset *ds = &cell->dataset;
   ds->present = true;

@@ -9,6 +9,7 @@
 #include "core/mem.h"
 #include "core/strbuf.h"
 #include "report/json_writer.h"
+#include "report/quant_summary.h"
 
 /* ---- shared JSON blocks ---------------------------------------------------- */
 
@@ -97,6 +98,18 @@ static void jw_autoquant_state(qs_jw *w, const qs_cell *cell) {
   qs_jw_end_object(w);
 }
 
+/* §6.2/§6.4 optional HEAD keys: `quantization`, and `run_config` when the
+ * composed config is published beside the reports. */
+static void jw_head_keys(qs_jw *w, const qs_cell *cell) {
+  if (cell->report_style != QS_REPORT_HEAD) return;
+  if (qs_quant_summary_known(cell)) qs_jw_quantization(w, cell);
+  if (!cell->config_yaml) return;
+  qs_jw_key(w, "run_config");
+  qs_jw_begin_object(w);
+  qs_jw_key(w, "composed_yaml_path"), qs_jw_string(w, QS_COMPOSED_CONFIG_NAME);
+  qs_jw_end_object(w);
+}
+
 static char *jw_finish(qs_jw *w) { return qs_sb_take(&w->out); }
 
 /* ---- manifest (§6.2) ------------------------------------------------------- */
@@ -159,6 +172,7 @@ char *qs_render_manifest(const qs_cell *cell) {
     qs_jw_end_object(&w);
   }
   qs_jw_end_array(&w);
+  jw_head_keys(&w, cell);
   qs_jw_end_object(&w);
   free(rank);
   free(ascending);
@@ -192,6 +206,7 @@ char *qs_render_report_json(const qs_cell *cell) {
     qs_jw_end_object(&w);
   }
   qs_jw_end_array(&w);
+  jw_head_keys(&w, cell);
   qs_jw_end_object(&w);
   free(order);
   return jw_finish(&w);
@@ -211,24 +226,50 @@ static const char report_note[] =
     "are sorted by sensitivity, most sensitive first, and a layer offered only NONE is listed at "
     "16 bits with zero sensitivity.";
 
-static void md_dataset(qs_strbuf *b, const qs_cell_dataset *d) {
+/* One "label: value" item of a Markdown block: a bullet in the committed
+ * layout, a Key/Value table row in the HEAD layout. */
+static void md_item(qs_strbuf *b, qs_report_style style, const char *label, const char *value) {
+  qs_sb_printf(b, style == QS_REPORT_HEAD ? "|%s|%s|\n" : "- %s: %s\n", label, value);
+}
+
+static void md_item_str(qs_strbuf *b, qs_report_style style, const char *label, const char *v) {
+  if (!v) return;
+  qs_strbuf value = {0};
+  qs_sb_printf(&value, "`%s`", v);
+  md_item(b, style, label, qs_sb_str(&value));
+  qs_sb_free(&value);
+}
+
+static void md_item_int(qs_strbuf *b, qs_report_style style, const char *label, long long v) {
+  if (v < 0) return;
+  qs_strbuf value = {0};
+  qs_sb_printf(&value, "`%lld`", v);
+  md_item(b, style, label, qs_sb_str(&value));
+  qs_sb_free(&value);
+}
+
+static const char md_key_value_header[] = "|Key|Value|\n| :--- | :--- |\n";
+
+/* The dataset block (§6.3), only when the cell has a dataset. */
+static void md_dataset(qs_strbuf *b, const qs_cell_dataset *d, qs_report_style style) {
   if (!d->present) return;
-  qs_sb_append(b, "\n## Dataset\n\n");
-  if (d->name) qs_sb_printf(b, "- Name: `%s`\n", d->name);
-  if (d->size) qs_sb_printf(b, "- Size: `%s`\n", d->size);
-  if (d->captions_path) qs_sb_printf(b, "- Captions path: `%s`\n", d->captions_path);
-  if (d->root) qs_sb_printf(b, "- Root: `%s`\n", d->root);
+  qs_sb_append(b, style == QS_REPORT_HEAD ? "## Dataset\n\n" : "\n## Dataset\n\n");
+  if (style == QS_REPORT_HEAD) qs_sb_append(b, md_key_value_header);
+  md_item_str(b, style, "Name", d->name);
+  md_item_str(b, style, "Size", d->size);
+  md_item_str(b, style, "Captions path", d->captions_path);
+  md_item_str(b, style, "Root", d->root);
   if (d->num_calib_samples >= 0 || d->max_calib_samples >= 0) {
-    qs_sb_append(b, "- Calibration samples: ");
-    if (d->num_calib_samples >= 0) qs_sb_printf(b, "`%lld`", d->num_calib_samples);
+    qs_strbuf value = {0};
+    if (d->num_calib_samples >= 0) qs_sb_printf(&value, "`%lld`", d->num_calib_samples);
     if (d->max_calib_samples >= 0)
-      qs_sb_printf(b, "%s`%lld`", d->num_calib_samples >= 0 ? " / " : "", d->max_calib_samples);
-    qs_sb_putc(b, '\n');
+      qs_sb_printf(&value, "%s`%lld`", d->num_calib_samples >= 0 ? " / " : "", d->max_calib_samples);
+    md_item(b, style, "Calibration samples", qs_sb_str(&value));
+    qs_sb_free(&value);
   }
-  if (d->calib_seq_len >= 0) qs_sb_printf(b, "- Calibration seq len: `%lld`\n", d->calib_seq_len);
-  if (d->batch_size >= 0) qs_sb_printf(b, "- Batch size: `%lld`\n", d->batch_size);
-  if (d->num_calib_batches >= 0)
-    qs_sb_printf(b, "- Calibration batches: `%lld`\n", d->num_calib_batches);
+  md_item_int(b, style, "Calibration seq len", d->calib_seq_len);
+  md_item_int(b, style, "Batch size", d->batch_size);
+  md_item_int(b, style, "Calibration batches", d->num_calib_batches);
   qs_sb_putc(b, '\n');
 }
 
@@ -279,30 +320,88 @@ static void md_type_summary(qs_strbuf *b, const qs_cell *cell) {
   }
 }
 
-char *qs_render_report_md(const qs_cell *cell) {
-  qs_strbuf b = {0};
+static void md_title(qs_strbuf *b, const qs_cell *cell) {
   qs_strbuf title = {0};
   qs_sb_printf(&title, "AutoQuant Layer Sensitivity (%s)", cell->scheme);
-  qs_sb_printf(&b, "\n%s\n", qs_sb_str(&title));
-  for (size_t i = 0; i < title.len; i++) qs_sb_putc(&b, '=');
-  qs_sb_append(&b, "\n\n\n");
+  qs_sb_printf(b, "\n%s\n", qs_sb_str(&title));
+  for (size_t i = 0; i < title.len; i++) qs_sb_putc(b, '=');
+  qs_sb_append(b, "\n\n\n");
   qs_sb_free(&title);
-  qs_sb_printf(&b, "**Scheme:** `%s`\n\n", cell->scheme);
-  qs_sb_printf(&b, "**Model:** `%s`\n\n", cell->model_id ? cell->model_id : "");
-  md_dataset(&b, &cell->dataset);
-  qs_sb_printf(&b, "**Effective bits (from search):** `%.4f`\n\n", cell->search.effective_bits);
-  qs_sb_printf(&b, "**Total AutoQuant score:** `%.6e`\n\n", cell->search.best_score);
-  qs_sb_printf(&b, "**Constraint satisfied:** `%s`\n", cell->search.is_satisfied ? "True" : "False");
-  qs_sb_append(&b, "## Per-layer sensitivity table\n\n\n");
-  qs_sb_printf(&b, "%s\n\n%s\n\n", report_legend, report_note);
-  qs_sb_append(&b, "|Layer|Num Bits|Sensitivity|Size Cost|\n| :--- | :--- | :--- | :--- |\n");
+}
+
+/* Legend, note and the rows sorted by sensitivity (both layouts). */
+static void md_table(qs_strbuf *b, const qs_cell *cell) {
+  qs_sb_printf(b, "%s\n\n%s\n\n", report_legend, report_note);
+  qs_sb_append(b, "|Layer|Num Bits|Sensitivity|Size Cost|\n| :--- | :--- | :--- | :--- |\n");
   size_t *order = qs_calloc(cell->ngroups ? cell->ngroups : 1, sizeof *order);
   qs_cell_group_order(cell, true, order);
-  for (size_t i = 0; i < cell->ngroups; i++) md_row(&b, &cell->groups[order[i]]);
+  for (size_t i = 0; i < cell->ngroups; i++) md_row(b, &cell->groups[order[i]]);
   free(order);
-  md_type_summary(&b, cell);
-  qs_sb_printf(&b, "\n## Most sensitive groups\n\n![Top %d groups by sensitivity](%s)\n",
-               QS_REPORT_TOP_K, QS_REPORT_CHART_NAME);
+}
+
+/* Per-module-type summary and the embedded top-k chart (both layouts). */
+static void md_overview(qs_strbuf *b, const qs_cell *cell) {
+  md_type_summary(b, cell);
+  qs_sb_printf(b, "\n## Most sensitive groups\n\n![Top %d groups by sensitivity](%s)\n", QS_REPORT_TOP_K,
+               QS_REPORT_CHART_NAME);
+}
+
+/* The published seed layout (mdutils): bold header lines, then the table. */
+static void md_committed(qs_strbuf *b, const qs_cell *cell) {
+  qs_sb_printf(b, "**Scheme:** `%s`\n\n", cell->scheme);
+  qs_sb_printf(b, "**Model:** `%s`\n\n", cell->model_id ? cell->model_id : "");
+  md_dataset(b, &cell->dataset, QS_REPORT_COMMITTED);
+  qs_sb_printf(b, "**Effective bits (from search):** `%.4f`\n\n", cell->search.effective_bits);
+  qs_sb_printf(b, "**Total AutoQuant score:** `%.6e`\n\n", cell->search.best_score);
+  qs_sb_printf(b, "**Constraint satisfied:** `%s`\n", cell->search.is_satisfied ? "True" : "False");
+  qs_sb_append(b, "## Per-layer sensitivity table\n\n\n");
+  md_table(b, cell);
+  md_overview(b, cell);
+}
+
+static void md_head_summary(qs_strbuf *b, const qs_cell *cell) {
+  qs_strbuf v = {0};
+  qs_sb_append(b, "## Summary\n\n");
+  qs_sb_append(b, md_key_value_header);
+  md_item_str(b, QS_REPORT_HEAD, "Scheme", cell->scheme);
+  md_item_str(b, QS_REPORT_HEAD, "Model", cell->model_id ? cell->model_id : "");
+  qs_sb_printf(&v, "%.4f", cell->search.effective_bits);
+  md_item_str(b, QS_REPORT_HEAD, "Effective bits (from search)", qs_sb_str(&v));
+  qs_sb_clear(&v);
+  qs_sb_printf(&v, "%.6e", cell->search.best_score);
+  md_item_str(b, QS_REPORT_HEAD, "Total AutoQuant score", qs_sb_str(&v));
+  md_item_str(b, QS_REPORT_HEAD, "Constraint satisfied", cell->search.is_satisfied ? "True" : "False");
+  qs_sb_putc(b, '\n');
+  qs_sb_free(&v);
+}
+
+/* The resolved config as a yaml block (the same text as composed-config.yaml). */
+static void md_composed_config(qs_strbuf *b, const char *yaml) {
+  if (!yaml) return;
+  size_t len = strlen(yaml);
+  qs_sb_printf(b, "\n## Composed Config (`%s`)\n\n```yaml\n%s%s```\n", QS_COMPOSED_CONFIG_NAME, yaml,
+               len && yaml[len - 1] == '\n' ? "" : "\n");
+}
+
+/* The HEAD layout: Summary, Dataset, Quantization, Layer Sensitivity Table,
+ * Composed Config. */
+static void md_head(qs_strbuf *b, const qs_cell *cell) {
+  md_head_summary(b, cell);
+  md_dataset(b, &cell->dataset, QS_REPORT_HEAD);
+  qs_md_quantization(b, cell);
+  qs_sb_append(b, "## Layer Sensitivity Table\n\n");
+  md_table(b, cell);
+  md_overview(b, cell);
+  md_composed_config(b, cell->config_yaml);
+}
+
+char *qs_render_report_md(const qs_cell *cell) {
+  qs_strbuf b = {0};
+  md_title(&b, cell);
+  if (cell->report_style == QS_REPORT_HEAD)
+    md_head(&b, cell);
+  else
+    md_committed(&b, cell);
   return qs_sb_take(&b);
 }
 
@@ -512,6 +611,7 @@ char *qs_render_state(const qs_cell *cell) {
   qs_jw_key(&w, "monotone_rule");
   qs_jw_string(&w, cell->monotone_rule == QS_MONOTONE_V037 ? "v037" : "head");
   qs_jw_key(&w, "extra_none_numel"), qs_jw_int(&w, cell->extra_none_numel);
+  qs_jw_key(&w, "report_style"), qs_jw_string(&w, qs_report_style_name(cell->report_style));
   qs_jw_end_object(&w);
   return jw_finish(&w);
 }
@@ -536,12 +636,19 @@ static bool write_text(const char *dir, const char *name, const char *scheme, co
   return ok;
 }
 
+/* composed-config.yaml (§6.1), which the HEAD layout's run_config points to. */
+static bool write_composed_config(const qs_cell *cell, const char *dir, qs_error *err) {
+  if (cell->report_style != QS_REPORT_HEAD || !cell->config_yaml) return true;
+  return write_text(dir, QS_COMPOSED_CONFIG_NAME, NULL, NULL, qs_strdup(cell->config_yaml), err);
+}
+
 bool qs_write_reports(const qs_cell *cell, const char *dir, qs_error *err) {
   return qs_mkdirs(dir, err) &&
          write_text(dir, NULL, cell->scheme, QS_MANIFEST_SUFFIX, qs_render_manifest(cell), err) &&
          write_text(dir, QS_REPORT_MD_NAME, NULL, NULL, qs_render_report_md(cell), err) &&
          write_text(dir, QS_REPORT_JSON_NAME, NULL, NULL, qs_render_report_json(cell), err) &&
-         write_text(dir, QS_REPORT_CHART_NAME, NULL, NULL, qs_render_top_chart(cell), err);
+         write_text(dir, QS_REPORT_CHART_NAME, NULL, NULL, qs_render_top_chart(cell), err) &&
+         write_composed_config(cell, dir, err);
 }
 
 bool qs_write_cell_artifacts(const qs_cell *cell, const char *dir, qs_error *err) {

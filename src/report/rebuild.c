@@ -4,7 +4,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/fsutil.h"
 #include "core/mem.h"
 #include "report/artifacts.h"
 #include "report/state.h"
@@ -15,13 +17,28 @@ static char *parent_dir(const char *path) {
   return slash ? qs_strndup(path, (size_t)(slash - path) + (slash == path)) : qs_strdup(".");
 }
 
+/* The HEAD report embeds the composed config, which the state does not keep
+ * (it names run paths): it comes back from the composed-config.yaml beside
+ * the state. Without that file the report is rebuilt without the section. */
+static bool load_composed_config(qs_cell *cell, const char *state_path, qs_error *err) {
+  if (cell->report_style != QS_REPORT_HEAD) return true;
+  char *dir = parent_dir(state_path), *path = qs_path_join(dir, QS_COMPOSED_CONFIG_NAME);
+  size_t len;
+  bool ok = access(path, F_OK) != 0 || qs_read_file(path, &cell->config_yaml, &len, err);
+  free(path);
+  free(dir);
+  return ok;
+}
+
 /* Loads every cell under dir; on failure frees what was loaded. */
 static bool load_all(const char *dir, qs_cell ***cells, char ***paths, size_t *n, qs_error *err) {
   *cells = NULL;
   if (!qs_find_state_files(dir, paths, n, err)) return false;
   *cells = qs_calloc(*n, sizeof **cells);
   for (size_t i = 0; i < *n; i++)
-    if (!qs_cell_load_state((*paths)[i], &(*cells)[i], err)) return false;
+    if (!qs_cell_load_state((*paths)[i], &(*cells)[i], err) ||
+        !load_composed_config((*cells)[i], (*paths)[i], err))
+      return false;
   return true;
 }
 

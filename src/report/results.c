@@ -15,6 +15,7 @@ qs_cell *qs_cell_new(void) {
   cell->score_size = 128;
   cell->coverage_mode = qs_strdup("lm_only");
   cell->monotone_rule = QS_MONOTONE_HEAD;
+  cell->report_style = QS_REPORT_HEAD;
   cell->dataset.max_calib_samples = cell->dataset.num_calib_samples = -1;
   cell->dataset.calib_seq_len = cell->dataset.batch_size = cell->dataset.num_calib_batches = -1;
   cell->run.nvfp4_effective_bits = 4.0;
@@ -311,4 +312,18 @@ void qs_cell_group_order(const qs_cell *cell, bool descending, size_t *order) {
     }
     order[j] = i;
   }
+}
+
+static const char *const report_style_names[] = {[QS_REPORT_HEAD] = "head", [QS_REPORT_COMMITTED] = "committed"};
+
+const char *qs_report_style_name(qs_report_style style) { return report_style_names[style]; }
+
+bool qs_report_style_parse(const char *name, qs_report_style *out) {
+  for (int s = QS_REPORT_HEAD; s <= QS_REPORT_COMMITTED; s++) {
+    if (name && strcmp(name, report_style_names[s]) == 0) {
+      *out = (qs_report_style)s;
+      return true;
+    }
+  }
+  return false;
 }

@@ -52,6 +52,12 @@ typedef struct qs_cell_run {
   char *captions_path, *captions_md5;
 } qs_cell_run;
 
+/* Markdown layout of layer-sensitivity-report.md (spec §6.3). */
+typedef enum qs_report_style {
+  QS_REPORT_HEAD,      /* Summary, Dataset, Quantization, Layer Sensitivity Table, Composed Config */
+  QS_REPORT_COMMITTED, /* the published seed layout (mdutils) */
+} qs_report_style;
+
 /* Wall-clock seconds per phase (NAN: not measured; the state file does not keep them). */
 typedef struct qs_cell_timings {
   double load_s, calibrate_s, score_s, search_s, total_s;
@@ -120,6 +126,7 @@ typedef struct qs_cell {
   qs_cell_format *formats;
   qs_cell_dataset dataset;
   qs_cell_run run;
+  qs_report_style report_style; /* kept in the state so `qsens report` rebuilds the same bytes */
 
   /* ---- measurements (filled by the engine) ---- */
   size_t nlinears;
@@ -128,7 +135,9 @@ typedef struct qs_cell {
   int *sample_tokens;     /* real tokens per calibration sample, in file order */
   double baseline_loss;   /* unquantized mean loss over the score batches; NAN if unknown */
   qs_cell_timings timings;
-  char *config_yaml;      /* resolved config (.hydra/config.yaml text); NULL if unknown */
+  char *config_yaml;      /* resolved config (.hydra/config.yaml text); NULL if unknown.
+                             The HEAD layout publishes it as composed-config.yaml, which
+                             `qsens report` reads back (the state stays free of run paths). */
   qs_cell_provenance provenance;
 
   /* ---- derived by qs_cell_finish / qs_cell_solve ---- */
@@ -138,7 +147,7 @@ typedef struct qs_cell {
 } qs_cell;
 
 /* Empty cell: strings NULL, counts 0, measured values NAN, score_size 128,
- * coverage "lm_only", monotone rule HEAD. */
+ * coverage "lm_only", monotone rule HEAD, report style HEAD. */
 qs_cell *qs_cell_new(void);
 void qs_cell_free(qs_cell *cell);
 
@@ -185,5 +194,10 @@ double qs_group_importance(const qs_cell_group *g);
 /* Indices of the groups sorted by importance, stable; ascending (ranking) or
  * descending (report tables). order has ngroups entries. */
 void qs_cell_group_order(const qs_cell *cell, bool descending, size_t *order);
+
+/* Config value of a report style ("head" | "committed") and back; false for
+ * an unknown name. */
+const char *qs_report_style_name(qs_report_style style);
+bool qs_report_style_parse(const char *name, qs_report_style *out);
 
 #endif

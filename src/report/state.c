@@ -309,6 +309,18 @@ static void load_amax(const loader *L, json_t *root, qs_cell *cell, bool *ok) {
   }
 }
 
+/* States written before the HEAD layout existed have no report_style: they
+ * were rendered in the committed layout, so that is what rebuilds them. */
+static void load_report_style(const loader *L, json_t *root, qs_cell *cell, bool *ok) {
+  cell->report_style = QS_REPORT_COMMITTED;
+  if (!*ok || !json_object_get(root, "report_style")) return;
+  char *style = NULL;
+  get_str(L, root, "report_style", &style, ok);
+  if (*ok && !qs_report_style_parse(style, &cell->report_style))
+    *ok = bad(L, "report_style", "must be \"head\" or \"committed\"");
+  free(style);
+}
+
 static void load_extensions(const loader *L, json_t *root, qs_cell *cell, bool *ok) {
   char *rule = NULL;
   get_str(L, root, "monotone_rule", &rule, ok);
@@ -317,6 +329,7 @@ static void load_extensions(const loader *L, json_t *root, qs_cell *cell, bool *
     *ok = bad(L, "monotone_rule", "must be \"head\" or \"v037\"");
   free(rule);
   cell->extra_none_numel = get_int(L, root, "extra_none_numel", ok);
+  load_report_style(L, root, cell, ok);
   cell->search.cost_denominator = get_num(L, root, "cost_denominator", ok);
   cell->search.requested_bits = get_num(L, get_obj(L, root, "constraints", ok), "effective_bits", ok);
 }

@@ -41,6 +41,32 @@ def recipe_name(handle):
     return handle + ".quant_recipe"
 
 
+def is_head(state):
+    return state.get("report_style", "committed") == "head"
+
+
+def head_keys(state):
+    """Optional HEAD keys (§6.2, §6.4), in order; the synthetic cell has a config
+    text, so run_config is there."""
+    return ["quantization", "run_config"] if is_head(state) else []
+
+
+def check_quantization(q, state):
+    """The synthetic cell is wint8_aint8: INT8_DEFAULT_CFG, per-channel weights,
+    static per-tensor activations (spec §1.3, §2)."""
+    expect(list(q) == ["base_format_name", "quant_granularity", "effective_quantizer_summary"],
+           "quantization key order")
+    expect(q["base_format_name"] == state["scheme"]["quant_formats"][0], "quantization base format")
+    expect(q["quant_granularity"] == {"name": "per_channel", "quant_cfg_overrides": {}},
+           "quantization granularity")
+    expect(q["effective_quantizer_summary"] == {
+        "*weight_quantizer": {"enable": True, "format": "int8", "num_bits": 8,
+                              "granularity": "per_channel", "amax": "static"},
+        "*input_quantizer": {"enable": True, "format": "int8", "num_bits": 8,
+                             "granularity": "per_tensor", "amax": state["run"]["act_amax"]}},
+        "quantizer summary")
+
+
 def check_manifest(run_dir, state):
     scheme = state["scheme"]["name"]
     manifest = json.load(open(os.path.join(run_dir, scheme + "_quant_manifest.json")))
@@ -49,8 +75,10 @@ def check_manifest(run_dir, state):
     ranking = sorted(stats, key=lambda k: imp[k])  # stable ascending
     rank = {k: i + 1 for i, k in enumerate(ranking)}
     expect(list(manifest) == ["scheme", "model", "dataset", "num_quantized_layers", "layers",
-                              "autoquant_state", "layer_sensitivity", "sensitivity_ranking"],
-           "manifest key order")
+                              "autoquant_state", "layer_sensitivity", "sensitivity_ranking"]
+           + head_keys(state), "manifest key order")
+    if is_head(state):
+        check_quantization(manifest["quantization"], state)
     ls = manifest["layer_sensitivity"]
     expect(list(ls) == list(stats), "layer_sensitivity group order")
     for k, v in stats.items():
@@ -88,14 +116,25 @@ def table_rows(stats, imp):
 def check_reports(run_dir, state, imp):
     rows = table_rows(state["candidate_stats"], imp)
     report = json.load(open(os.path.join(run_dir, "layer-sensitivity-report.json")))
+    expect(list(report)[-len(head_keys(state)) or len(report):] == head_keys(state),
+           "report JSON optional keys")
     expect(report["layer_sensitivity"] == [
         {"layer": h, "num_bits": b, "sensitivity": s, "size_cost": c} for h, b, s, c in rows],
         "report JSON rows")
     md = open(os.path.join(run_dir, "layer-sensitivity-report.md"), encoding="utf-8").read()
     best = state["best"]
-    expect("**Effective bits (from search):** `%.4f`\n\n" % best["constraints"]["effective_bits"] in md,
-           "md effective bits")
-    expect("**Total AutoQuant score:** `%.6e`\n\n" % best["score"] in md, "md score")
+    if is_head(state):
+        line = "|Effective bits (from search)|`%.4f`|\n|Total AutoQuant score|`%.6e`|\n"
+        sections = [l for l in md.split("\n") if l.startswith("## ")]
+        expect(sections[:4] == ["## Summary", "## Dataset", "## Quantization", "## Layer Sensitivity Table"]
+               and sections[-1] == "## Composed Config (`composed-config.yaml`)", "md HEAD sections")
+        composed = open(os.path.join(run_dir, "composed-config.yaml"), encoding="utf-8").read()
+        expect(composed.startswith("quant_pair: wint8_aint8\n") and md.endswith("```yaml\n" + composed + "```\n"),
+               "composed config file and block")
+        expect(report["run_config"] == {"composed_yaml_path": "composed-config.yaml"}, "run_config")
+    else:
+        line = "**Effective bits (from search):** `%.4f`\n\n**Total AutoQuant score:** `%.6e`\n\n"
+    expect(line % (best["constraints"]["effective_bits"], best["score"]) in md, "md effective bits and score")
     table = md.split("| :--- | :--- | :--- | :--- |\n", 1)[1].split("\n\n", 1)[0]
     want = "\n".join("|%s|%.1f|%.3e|%.3e|" % r for r in rows) + "\n"
     expect(table + "\n" == want, "md table rows")

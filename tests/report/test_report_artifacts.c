@@ -120,7 +120,8 @@ static void test_manifest(const qs_cell *cell) {
   free(m);
 }
 
-static void test_report_md(const qs_cell *cell) {
+static void test_report_md_committed(qs_cell *cell) {
+  cell->report_style = QS_REPORT_COMMITTED;
   char *md = qs_render_report_md(cell);
   const char *head =
       "\nAutoQuant Layer Sensitivity (wint8_aint8_autoquant_lm)\n"
@@ -165,6 +166,148 @@ static void test_report_json(const qs_cell *cell) {
   free(j);
 }
 
+/* One decoder layer under wfp4_afp8 (MXFP4 weights in blocks of 32, FP8
+ * activations) with the activation amax overridden to static, scores chosen so
+ * the table order is visible: gate/up > q/k/v > down > o (zero). */
+static qs_cell *small_head_cell(void) {
+  static const char *const kinds[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                      "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                      "mlp.down_proj"};
+  static const double scores[] = {1.5, 0.25, 0.25, 0.0, 12.0, 4.0, 0.5};
+  qs_cell *cell = qs_cell_new();
+  qs_qpair pair;
+  qs_error err = {0};
+  CHECK(qs_qpair_parse("wfp4_afp8", &pair, &err));
+  qs_cell_set_pair(cell, &pair, 0, false); /* the pair's default is dynamic: an override */
+  qs_cell_set_str(&cell->model_id, "/m/tiny");
+  cell->dataset = (qs_cell_dataset){.present = true, .max_calib_samples = 8, .num_calib_samples = 6,
+                                    .calib_seq_len = 32, .batch_size = 2, .num_calib_batches = 3};
+  qs_cell_set_str(&cell->dataset.name, "demo");
+  qs_cell_set_str(&cell->dataset.size, "small");
+  qs_cell_set_str(&cell->config_yaml, "quant_pair: wfp4_afp8\nautoquant:\n  report_style: head\n");
+  char name[64];
+  for (int k = 0; k < 7; k++) {
+    snprintf(name, sizeof name, "layers.0.%s", kinds[k]);
+    qs_cell_linear *lin = qs_cell_add_linear(cell, name, 1024);
+    lin->raw_scores[0] = scores[k];
+  }
+  CHECK(qs_cell_finish(cell, 10.0, &err));
+  return cell;
+}
+
+/* The whole HEAD-layout Markdown of a small cell (spec §6.3). */
+static void test_report_head_small(void) {
+  qs_cell *cell = small_head_cell();
+  char *md = qs_render_report_md(cell);
+  const char *want =
+      "\n"
+      "AutoQuant Layer Sensitivity (wfp4_afp8_autoquant_lm)\n"
+      "====================================================\n"
+      "\n"
+      "\n"
+      "## Summary\n"
+      "\n"
+      "|Key|Value|\n"
+      "| :--- | :--- |\n"
+      "|Scheme|`wfp4_afp8_autoquant_lm`|\n"
+      "|Model|`/m/tiny`|\n"
+      "|Effective bits (from search)|`9.1429`|\n"
+      "|Total AutoQuant score|`2.000000e+00`|\n"
+      "|Constraint satisfied|`True`|\n"
+      "\n"
+      "## Dataset\n"
+      "\n"
+      "|Key|Value|\n"
+      "| :--- | :--- |\n"
+      "|Name|`demo`|\n"
+      "|Size|`small`|\n"
+      "|Calibration samples|`6` / `8`|\n"
+      "|Calibration seq len|`32`|\n"
+      "|Batch size|`2`|\n"
+      "|Calibration batches|`3`|\n"
+      "\n"
+      "## Quantization\n"
+      "\n"
+      "- Base format: `W4A8_MXFP4_FP8_CFG`\n"
+      "- Formats: `W=mxfp4 (4-bit, block 32)` / `A=fp8 (8-bit, per_tensor)`\n"
+      "- Granularity: `block32`\n"
+      "- Activation amax: `static`\n"
+      "- Overrides: see `quant_cfg_overrides`\n"
+      "\n"
+      "```json\n"
+      "{\n"
+      "  \"quantization\": {\n"
+      "    \"base_format_name\": \"W4A8_MXFP4_FP8_CFG\",\n"
+      "    \"quant_granularity\": {\n"
+      "      \"name\": \"block32\",\n"
+      "      \"quant_cfg_overrides\": {\n"
+      "        \"*input_quantizer\": {\n"
+      "          \"amax\": \"static\"\n"
+      "        }\n"
+      "      }\n"
+      "    },\n"
+      "    \"effective_quantizer_summary\": {\n"
+      "      \"*weight_quantizer\": {\n"
+      "        \"enable\": true,\n"
+      "        \"format\": \"mxfp4\",\n"
+      "        \"num_bits\": 4,\n"
+      "        \"granularity\": \"block\",\n"
+      "        \"block_size\": 32,\n"
+      "        \"amax\": \"none\"\n"
+      "      },\n"
+      "      \"*input_quantizer\": {\n"
+      "        \"enable\": true,\n"
+      "        \"format\": \"fp8\",\n"
+      "        \"num_bits\": 8,\n"
+      "        \"granularity\": \"per_tensor\",\n"
+      "        \"amax\": \"static\"\n"
+      "      }\n"
+      "    }\n"
+      "  }\n"
+      "}\n"
+      "```\n"
+      "\n"
+      "## Layer Sensitivity Table\n"
+      "\n"
+      "- **Layer**: the search group, named after its first Linear (all members share one recipe).\n"
+      "- **Num Bits**: effective bits of the candidate quantization format.\n"
+      "- **Sensitivity**: AutoQuant gradient score of that format; higher means quantizing the group hurts the loss more.\n"
+      "- **Size Cost**: weight size of the group in that format (elements x bits / 16).\n"
+      "\n"
+      "Note: layer names are the AutoQuant recipe keys without their `.quant_recipe` suffix; rows are sorted by sensitivity, most sensitive first, and a layer offered only NONE is listed at 16 bits with zero sensitivity.\n"
+      "\n"
+      "|Layer|Num Bits|Sensitivity|Size Cost|\n"
+      "| :--- | :--- | :--- | :--- |\n"
+      "|layers.0.mlp.gate_proj|4.0|1.600e+01|5.120e+02|\n"
+      "|layers.0.self_attn.q_proj|4.0|2.000e+00|7.680e+02|\n"
+      "|layers.0.mlp.down_proj|4.0|5.000e-01|2.560e+02|\n"
+      "|layers.0.self_attn.o_proj|4.0|0.000e+00|2.560e+02|\n"
+      "\n"
+      "## Sensitivity by module type\n"
+      "\n"
+      "|Module type|Groups|Total sensitivity|Max sensitivity|Share|\n"
+      "| :--- | ---: | ---: | ---: | ---: |\n"
+      "|q_proj|1|2.000e+00|2.000e+00|10.8%|\n"
+      "|o_proj|1|0.000e+00|0.000e+00|0.0%|\n"
+      "|gate_proj|1|1.600e+01|1.600e+01|86.5%|\n"
+      "|down_proj|1|5.000e-01|5.000e-01|2.7%|\n"
+      "\n"
+      "## Most sensitive groups\n"
+      "\n"
+      "![Top 20 groups by sensitivity](layer-sensitivity-top.svg)\n"
+      "\n"
+      "## Composed Config (`composed-config.yaml`)\n"
+      "\n"
+      "```yaml\n"
+      "quant_pair: wfp4_afp8\n"
+      "autoquant:\n"
+      "  report_style: head\n"
+      "```\n";
+  CHECK_STR(md, want);
+  free(md);
+  qs_cell_free(cell);
+}
+
 /* Grouping errors name the Linear. */
 static void test_bad_groups(void) {
   qs_cell *cell = qs_cell_new();
@@ -200,9 +343,10 @@ int main(void) {
   test_groups(cell);
   test_orders(cell);
   test_manifest(cell);
-  test_report_md(cell);
+  test_report_md_committed(cell);
   test_report_json(cell);
   qs_cell_free(cell);
+  test_report_head_small();
   test_bad_groups();
   test_infeasible();
   return check_summary("test_report_artifacts");

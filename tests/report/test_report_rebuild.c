@@ -19,10 +19,11 @@ int qs_cmd_solve(int argc, char **argv);
 
 #define SCHEME "wint8_aint8_autoquant_lm"
 
+/* composed-config.yaml is last: the committed layout does not write it. */
 static const char *const artifact_names[] = {
     SCHEME "_autoquant_state.json", SCHEME "_quant_manifest.json", "layer-sensitivity-report.md",
-    "layer-sensitivity-report.json", "layer-sensitivity-top.svg"};
-enum { NARTIFACTS = 5 };
+    "layer-sensitivity-report.json", "layer-sensitivity-top.svg", "composed-config.yaml"};
+enum { NARTIFACTS = 6 };
 
 static char *slurp(const char *dir, const char *name) {
   char *path = qs_path_join(dir, name), *text = NULL;
@@ -33,8 +34,14 @@ static char *slurp(const char *dir, const char *name) {
   return text;
 }
 
-static void check_same_files(const char *dir_a, const char *dir_b) {
-  for (int i = 0; i < NARTIFACTS; i++) {
+/* The artifacts of a report style: all of them for HEAD, all but
+ * composed-config.yaml for the committed layout. */
+static int artifact_count(qs_report_style style) {
+  return style == QS_REPORT_HEAD ? NARTIFACTS : NARTIFACTS - 1;
+}
+
+static void check_same_files_style(const char *dir_a, const char *dir_b, qs_report_style style) {
+  for (int i = 0; i < artifact_count(style); i++) {
     char *a = slurp(dir_a, artifact_names[i]), *b = slurp(dir_b, artifact_names[i]);
     check_count_++;
     if (!a || !b || strcmp(a, b) != 0) {
@@ -44,6 +51,10 @@ static void check_same_files(const char *dir_a, const char *dir_b) {
     free(a);
     free(b);
   }
+}
+
+static void check_same_files(const char *dir_a, const char *dir_b) {
+  check_same_files_style(dir_a, dir_b, QS_REPORT_HEAD);
 }
 
 static void write_cell(const qs_cell *cell, const char *dir) {
@@ -69,19 +80,66 @@ static void test_round_trip(const char *dir) {
   free(path);
 }
 
-/* Reports rebuilt from the state equal the originals (also after deleting them). */
-static void test_report_regeneration(const char *dir, const char *copy) {
+static void expect_load_error(const char *path, const char *needle);
+
+/* Reports rebuilt from the state equal the originals (also after deleting
+ * them), in the style the state records. */
+static void test_report_regeneration(const char *dir, const char *copy, qs_report_style style) {
   qs_cell *cell = synth_cell_finished(9.0);
+  cell->report_style = style;
   write_cell(cell, copy);
   qs_cell_free(cell);
-  for (int i = 1; i < NARTIFACTS; i++) {
+  /* composed-config.yaml stays: it is the rebuild's source of the config text. */
+  for (int i = 1; i < NARTIFACTS - 1; i++) {
     char *p = qs_path_join(dir, artifact_names[i]);
     unlink(p);
     free(p);
   }
   char *argv[] = {"report", (char *)dir, NULL};
   CHECK_INT(qs_cmd_report(2, argv), 0);
-  check_same_files(dir, copy);
+  check_same_files_style(dir, copy, style);
+  char *md = slurp(dir, "layer-sensitivity-report.md"), *composed = slurp(dir, "composed-config.yaml");
+  bool head = style == QS_REPORT_HEAD;
+  CHECK(md && (strstr(md, "\n## Summary\n") != NULL) == head);
+  CHECK(md && (strstr(md, "\n## Per-layer sensitivity table\n") != NULL) == !head);
+  if (head)
+    CHECK_STR(composed, "quant_pair: wint8_aint8\ndataset:\n  size: medium\n");
+  else
+    CHECK(composed == NULL);
+  free(md);
+  free(composed);
+}
+
+/* A state that predates report_style was rendered in the committed layout and
+ * rebuilds so; an unknown style names the key. */
+static void test_style_key(const char *dir, const char *scratch) {
+  char *text = slurp(dir, artifact_names[0]);
+  const char *key = text ? strstr(text, ",\n  \"report_style\": \"head\"") : NULL;
+  CHECK(key != NULL);
+  if (!key) {
+    free(text);
+    return;
+  }
+  char *path = qs_cell_file(scratch, SCHEME, QS_STATE_SUFFIX);
+  qs_error err = {0};
+  qs_strbuf edited = {0};
+  qs_sb_append_n(&edited, text, (size_t)(key - text));
+  qs_sb_append(&edited, key + strlen(",\n  \"report_style\": \"head\""));
+  CHECK(qs_write_file_atomic(path, edited.s, edited.len, &err));
+  qs_cell *cell = NULL;
+  CHECK(qs_cell_load_state(path, &cell, &err));
+  CHECK(cell && cell->report_style == QS_REPORT_COMMITTED);
+  qs_cell_free(cell);
+  qs_sb_clear(&edited);
+  qs_sb_append_n(&edited, text, (size_t)(key - text));
+  qs_sb_append(&edited, ",\n  \"report_style\": \"fancy\"");
+  qs_sb_append(&edited, key + strlen(",\n  \"report_style\": \"head\""));
+  CHECK(qs_write_file_atomic(path, edited.s, edited.len, &err));
+  expect_load_error(path, "key 'report_style' must be \"head\" or \"committed\"");
+  unlink(path);
+  free(path);
+  qs_sb_free(&edited);
+  free(text);
 }
 
 /* solve at a new budget equals a fresh finish at that budget; an infeasible
@@ -259,18 +317,26 @@ int main(void) {
   char *run = qs_path_join(root, "run"), *copy = qs_path_join(root, "copy");
   char *fresh = qs_path_join(root, "fresh"), *sweep = qs_path_join(root, "sweep");
   char *scratch = qs_path_join(root, "scratch"), *two = qs_path_join(root, "two");
+  char *committed = qs_path_join(root, "committed"), *committed_copy = qs_path_join(root, "committed-copy");
   qs_error err = {0};
   CHECK(qs_mkdirs(scratch, &err));
   qs_cell *cell = synth_cell_finished(9.0);
   write_cell(cell, run);
   qs_cell_free(cell);
   test_round_trip(run);
-  test_report_regeneration(run, copy);
+  test_report_regeneration(run, copy, QS_REPORT_HEAD);
+  cell = synth_cell_finished(9.0);
+  cell->report_style = QS_REPORT_COMMITTED;
+  write_cell(cell, committed);
+  qs_cell_free(cell);
+  test_report_regeneration(committed, committed_copy, QS_REPORT_COMMITTED);
   test_solve(run, fresh);
   test_sweep_dir(sweep);
   test_bad_states(run, scratch);
+  test_style_key(run, scratch);
   test_two_formats(two);
   free(run), free(copy), free(fresh), free(sweep), free(scratch), free(two);
+  free(committed), free(committed_copy);
   int rc = check_summary("test_report_rebuild");
   if (rc == 0 && !getenv("QSENS_KEEP_TEST_FILES")) {
     char cmd[128];
