@@ -121,7 +121,13 @@ void qs_md_quantization(qs_strbuf *b, const qs_cell *cell) {
   granularity_label(b, pair.weight);
   qs_sb_append(b, "`\n");
   if (pair.act->kind != QS_QK_NONE) qs_sb_printf(b, "- Activation amax: `%s`\n", act_amax_mode(cell, &pair));
-  qs_sb_printf(b, "- Overrides: %s\n\n", act_amax_overridden(cell, &pair) ? "see `quant_cfg_overrides`" : "none");
+  qs_sb_printf(b, "- Overrides: %s\n", act_amax_overridden(cell, &pair) ? "see `quant_cfg_overrides`" : "none");
+  /* ModelOpt accepts INT8 weights with FP8 activations only as a custom
+   * format (its export mislabels it INT8_SQ): nothing can deploy it. */
+  if (pair.weight->kind == QS_QK_INT && pair.weight->bits == 8 && pair.act->kind == QS_QK_FP8)
+    qs_sb_append(b, "- Deployment: no deployment kernel exists for INT8 weights with FP8 activations; "
+                    "these scores are for analysis only\n");
+  qs_sb_putc(b, '\n');
   qs_jw w = {0};
   qs_jw_begin_object(&w);
   qs_jw_quantization(&w, cell);

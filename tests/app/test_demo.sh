@@ -58,6 +58,11 @@ for j in $(seq 0 20); do
   for f in layer-sensitivity-report.md layer-sensitivity-top.svg; do check "sweep/$j/$f" test -s "sweep/$j/$f"; done
   check "sweep/$j record says scored" grep -q '"status": "scored"' "sweep/$j/qsens_run.json"
   check "sweep/$j manifest names its size" grep -q "\"size\": \"$size\"" "sweep/$j/${pair}_autoquant_lm_quant_manifest.json"
+  if [ "$pair" = wint8_afp8 ]; then
+    check "sweep/$j report says no deployment kernel exists" grep -q '^- Deployment: no deployment kernel exists' "sweep/$j/layer-sensitivity-report.md"
+  else
+    check "sweep/$j report has no deployment caveat" bash -c "! grep -q '^- Deployment:' sweep/$j/layer-sensitivity-report.md"
+  fi
   check "sweep/$j log has the summary" grep -q "\]\[qsens\]\[INFO\] - ${pair}_autoquant_lm ($size): effective bits " "sweep/$j/qsens.log"
 done
 check "sensitivity.h5 holds 21 runs" test "$(h5ls sweep/sensitivity.h5/runs 2>/dev/null | wc -l)" -eq 21
