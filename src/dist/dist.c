@@ -2,11 +2,9 @@
 #include "dist/dist.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "core/mem.h"
 
 void qs_dist_init(int *argc, char ***argv, qs_dist *d) {
   int provided;
@@ -32,31 +30,4 @@ bool qs_dist_all(const qs_dist *d, bool ok) {
   int mine = ok ? 1 : 0, all = 0;
   MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   return all == 1;
-}
-
-char **qs_dist_gather_strings(const qs_dist *d, const char *mine) {
-  int len = (int)strlen(mine) + 1;
-  int *lens = d->rank == 0 ? qs_calloc((size_t)d->size, sizeof *lens) : NULL;
-  MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  int *displs = NULL;
-  char *all = NULL;
-  if (d->rank == 0) {
-    displs = qs_calloc((size_t)d->size, sizeof *displs);
-    size_t total = 0;
-    for (int r = 0; r < d->size; r++) {
-      displs[r] = (int)total;
-      total += (size_t)lens[r];
-    }
-    all = qs_malloc(total);
-  }
-  MPI_Gatherv(mine, len, MPI_CHAR, all, lens, displs, MPI_CHAR, 0, MPI_COMM_WORLD);
-  char **out = NULL;
-  if (d->rank == 0) {
-    out = qs_calloc((size_t)d->size, sizeof *out);
-    for (int r = 0; r < d->size; r++) out[r] = qs_strdup(all + displs[r]);
-  }
-  free(lens);
-  free(displs);
-  free(all);
-  return out;
 }

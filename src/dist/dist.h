@@ -25,8 +25,4 @@ static inline bool qs_dist_is_root(const qs_dist *d) { return d->rank == 0; }
 /* True on every rank iff `ok` is true on every rank. */
 bool qs_dist_all(const qs_dist *d, bool ok);
 
-/* Gathers one NUL-terminated string per rank at rank 0: out[r] (caller frees
- * each and the array) on rank 0, NULL elsewhere. */
-char **qs_dist_gather_strings(const qs_dist *d, const char *mine);
-
 #endif
