@@ -7,7 +7,12 @@
  * (no atomics), so results are deterministic. The backward recomputes the
  * probabilities from the forward's logsumexp: one pass for dQ (per query
  * row), one for dK/dV (per key row, summing the n_rep query heads of its kv
- * head; k and v are never replicated). fp32 math, bf16 storage. */
+ * head; k and v are never replicated). fp32 math, bf16 storage.
+ *
+ * Left padding (key_start): keys of sequence b start at offset
+ * key_start[b]; the key loops begin there, so pads are never read as keys,
+ * and a query before that offset sees no key at all: its output is 0, its
+ * lse -inf, and both backward passes skip it. */
 #include <stdlib.h>
 
 #include "kernels/cuda_internal.h"
@@ -24,6 +29,7 @@ enum {
 typedef struct attn_args {
   const __nv_bfloat16 *q, *k, *v, *o, *d_o;
   const int *cu;
+  const int *key_start; /* [B] or NULL: every key from offset 0 */
   const float *lse_in, *delta;
   float *lse_out;
   __nv_bfloat16 *out, *dk, *dv;
@@ -32,10 +38,11 @@ typedef struct attn_args {
   float scale;
 } attn_args;
 
-/* The tile a block works on: sequence [start, start + len), rows [r0, r0 + ROWS). */
+/* The tile a block works on: sequence [start, start + len) whose keys begin
+ * at offset ks, rows [r0, r0 + ROWS). */
 typedef struct attn_tile {
   long start;
-  int len, r0;
+  int len, r0, ks;
 } attn_tile;
 
 __device__ static inline attn_tile tile_of(const attn_args *a) {
@@ -44,6 +51,9 @@ __device__ static inline attn_tile tile_of(const attn_args *a) {
   t.start = a->cu[b];
   t.len = a->cu[b + 1] - a->cu[b];
   t.r0 = (blockIdx.x % a->tiles_per_seq) * ROWS;
+  /* Out-of-range values (the caller's duty, checked by the CPU twin) are
+   * clamped rather than read past the sequence. */
+  t.ks = a->key_start ? min(max(a->key_start[b], 0), t.len) : 0;
   return t;
 }
 
@@ -116,7 +126,7 @@ __global__ static void attn_fwd_kernel(attn_args a) {
   for (int j = 0; j < DPT; j++) acc[j] = 0.0f;
   float m = -INFINITY, l = 0.0f;
   int kend = min(t.len, t.r0 + ROWS);
-  for (int k0 = 0; k0 < kend; k0 += TILE) {
+  for (int k0 = t.ks; k0 < kend; k0 += TILE) {
     __syncthreads();
     load_tile(ks, a.k, t.start, k0, kend, a.kv_width, (long)g * a.hd, a.hd);
     load_tile(vs, a.v, t.start, k0, kend, a.kv_width, (long)g * a.hd, a.hd);
@@ -143,8 +153,9 @@ __global__ static void attn_fwd_kernel(attn_args a) {
     m = m_new;
   }
   if (!valid) return;
-  store_slice(a.out + at, a.hd, sub, acc, 1.0f / l);
-  if (sub == 0) a.lse_out[(t.start + i) * a.heads + h] = m + logf(l);
+  /* l == 0 only for a query before the first key (acc is then 0 too). */
+  store_slice(a.out + at, a.hd, sub, acc, l > 0.0f ? 1.0f / l : 0.0f);
+  if (sub == 0) a.lse_out[(t.start + i) * a.heads + h] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
 /* ---- backward ---------------------------------------------------------------- */
@@ -161,7 +172,7 @@ __global__ static void attn_delta_kernel(const __nv_bfloat16 *d_o, const __nv_bf
   if (lane == 0) delta[r] = s;
 }
 
-/* dq_i = scale·Σ_{j ≤ i} P_ij (do_i·v_j − Δ_i) k_j. */
+/* dq_i = scale·Σ_{ks ≤ j ≤ i} P_ij (do_i·v_j − Δ_i) k_j (0 when i < ks). */
 __global__ static void attn_dq_kernel(attn_args a) {
   extern __shared__ float smem[];
   float *ks = smem, *vs = smem + TILE * a.hd;
@@ -178,7 +189,7 @@ __global__ static void attn_dq_kernel(attn_args a) {
   for (int j = 0; j < DPT; j++) dq[j] = 0.0f;
   float lse = valid ? a.lse_in[lrow] : 0.0f, delta = valid ? a.delta[lrow] : 0.0f;
   int kend = min(t.len, t.r0 + ROWS);
-  for (int k0 = 0; k0 < kend; k0 += TILE) {
+  for (int k0 = t.ks; k0 < kend; k0 += TILE) {
     __syncthreads();
     load_tile(ks, a.k, t.start, k0, kend, a.kv_width, (long)g * a.hd, a.hd);
     load_tile(vs, a.v, t.start, k0, kend, a.kv_width, (long)g * a.hd, a.hd);
@@ -194,7 +205,8 @@ __global__ static void attn_dq_kernel(attn_args a) {
 }
 
 /* dv_j = Σ_h Σ_{i ≥ j} P_ij do_i and dk_j = scale·Σ_h Σ_{i ≥ j} dS_ij q_i over
- * the n_rep query heads h of kv head g = blockIdx.y. */
+ * the n_rep query heads h of kv head g = blockIdx.y; 0 for a pad key
+ * (j < ks). Queries before ks attend nothing and are skipped. */
 __global__ static void attn_dkv_kernel(attn_args a) {
   extern __shared__ float smem[];
   float *qs = smem, *dos = smem + TILE * a.hd, *lses = dos + TILE * a.hd, *deltas = lses + TILE;
@@ -202,7 +214,7 @@ __global__ static void attn_dkv_kernel(attn_args a) {
   if (t.r0 >= t.len) return;
   int g = blockIdx.y, row = threadIdx.x / TPR, sub = threadIdx.x % TPR;
   int j = t.r0 + row;
-  bool valid = j < t.len;
+  bool valid = j < t.len, attended = valid && j >= t.ks;
   long at = (t.start + j) * a.kv_width + (long)g * a.hd;
   float kv[DPT], vv[DPT], dk[DPT], dv[DPT];
   load_slice(a.k + at, a.hd, sub, valid, kv);
@@ -210,7 +222,7 @@ __global__ static void attn_dkv_kernel(attn_args a) {
 #pragma unroll
   for (int d = 0; d < DPT; d++) dk[d] = dv[d] = 0.0f;
   for (int h = g * a.n_rep; h < (g + 1) * a.n_rep; h++)
-    for (int i0 = t.r0; i0 < t.len; i0 += TILE) {
+    for (int i0 = max(t.r0, t.ks); i0 < t.len; i0 += TILE) {
       __syncthreads();
       load_tile(qs, a.q, t.start, i0, t.len, a.q_width, (long)h * a.hd, a.hd);
       load_tile(dos, a.d_o, t.start, i0, t.len, a.q_width, (long)h * a.hd, a.hd);
@@ -225,7 +237,7 @@ __global__ static void attn_dkv_kernel(attn_args a) {
         int i = i0 + qr;
         float s = a.scale * slice_dot(kv, qs + qr * a.hd, a.hd, sub);
         float dp = slice_dot(vv, dos + qr * a.hd, a.hd, sub);
-        float p = valid && i < t.len && i >= j ? expf(s - lses[qr]) : 0.0f;
+        float p = attended && i < t.len && i >= j ? expf(s - lses[qr]) : 0.0f;
         slice_axpy(p, dos + qr * a.hd, a.hd, sub, dv);
         slice_axpy(a.scale * p * (dp - deltas[qr]), qs + qr * a.hd, a.hd, sub, dk);
       }
@@ -238,11 +250,16 @@ __global__ static void attn_dkv_kernel(attn_args a) {
 /* ---- host side ------------------------------------------------------------- */
 
 /* Checks cu_seqlens as the CPU twin does and measures the longest sequence
- * (the shape's max_seqlen is only a hint; the launch must cover every row). */
-static bool longest_sequence(qs_backend *be, const qs_tensor *cu_seqlens, int n_seqs, long tokens, int *longest,
-                             qs_error *err) {
+ * (the shape's max_seqlen is only a hint; the launch must cover every row).
+ * Reads the shape's host copy when there is one; otherwise downloads the
+ * boundaries, which waits for the stream. */
+static bool longest_sequence(qs_backend *be, const qs_tensor *cu_seqlens, const qs_attn_shape *shape, long tokens,
+                             int *longest, qs_error *err) {
+  int n_seqs = shape->n_seqs;
   int *cu = (int *)qs_malloc((size_t)(n_seqs + 1) * sizeof(int));
-  bool ok = qs_tensor_download(be, cu, cu_seqlens, err);
+  bool ok = true;
+  if (shape->cu_seqlens_host) memcpy(cu, shape->cu_seqlens_host, (size_t)(n_seqs + 1) * sizeof(int));
+  else ok = qs_tensor_download(be, cu, cu_seqlens, err);
   if (ok && (cu[0] != 0 || cu[n_seqs] != tokens))
     ok = qs_fail(err, QS_EXIT_RUNTIME, "attention: cu_seqlens must run from 0 to %ld (got %d to %d)", tokens, cu[0],
                  cu[n_seqs]);
@@ -265,9 +282,10 @@ static bool setup(qs_backend *be, const qs_tensor *q, const qs_tensor *cu_seqlen
     return qs_fail(err, QS_EXIT_RUNTIME, "CUDA backend: attention head_dim %d is above the supported %d",
                    shape->head_dim, MAX_HD);
   int longest;
-  if (!longest_sequence(be, cu_seqlens, shape->n_seqs, q->rows, &longest, err)) return false;
+  if (!longest_sequence(be, cu_seqlens, shape, q->rows, &longest, err)) return false;
   memset(a, 0, sizeof *a);
   a->cu = (const int *)cu_seqlens->data;
+  a->key_start = shape->key_start ? (const int *)shape->key_start->data : NULL;
   a->heads = shape->heads;
   a->n_rep = shape->heads / shape->kv_heads;
   a->hd = shape->head_dim;

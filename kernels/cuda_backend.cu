@@ -78,6 +78,14 @@ bool cuda_scratch(cuda_state *s, cuda_scratch_slot slot, size_t bytes, void **pt
 size_t qs_cuda_backend_bytes_in_use(const qs_backend *be) { return ((const cuda_state *)be->impl)->in_use; }
 size_t qs_cuda_backend_peak_bytes(const qs_backend *be) { return ((const cuda_state *)be->impl)->peak; }
 
+bool qs_cuda_backend_free_bytes(const qs_backend *be, size_t *free_bytes, size_t *total_bytes, qs_error *err) {
+  const cuda_state *s = (const cuda_state *)be->impl;
+  *free_bytes = *total_bytes = 0;
+  CUDA_TRY(cudaSetDevice(s->device), "selecting the device");
+  CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes), "querying the free device memory");
+  return true;
+}
+
 /* ---- table entries: memory ---------------------------------------------- */
 
 static bool op_alloc(qs_backend *be, size_t bytes, void **ptr, qs_error *err) {

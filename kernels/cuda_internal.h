@@ -30,17 +30,17 @@ typedef struct blaslt blaslt;
 /* Backend-owned device buffers reused across calls (grown on demand, never
  * shrunk), one per purpose so that an op never clobbers another's. */
 typedef enum cuda_scratch_slot {
-  SCRATCH_LOGITS,     /* one chunk of lm_head logits / G_lm */
-  SCRATCH_ROW_LOSS,   /* per-row losses of a chunk, and the chunk sums */
-  SCRATCH_ATTN_DELTA, /* attention backward: do·o per row */
-  SCRATCH_F32_IN,     /* f32 copy of an activation for an f32-weight GEMM */
-  SCRATCH_F32_OUT,    /* f32 GEMM result before it is stored as bf16 */
-  SCRATCH_SCORE_A,    /* score: activation operand */
-  SCRATCH_SCORE_B,    /* score: weight operand */
-  SCRATCH_SCORE_C,    /* score: second product (modelopt mode) */
-  SCRATCH_PARTIALS,   /* score: fp32 partial sums */
-  SCRATCH_SMALL,      /* flags and amax words */
-  SCRATCH_AMAX,       /* fake quant: amax values taken from the input */
+  SCRATCH_LOGITS,         /* one chunk of lm_head logits / G_lm */
+  SCRATCH_ROW_LOSS,       /* per-row losses of a chunk, and the chunk sums */
+  SCRATCH_ATTN_DELTA,     /* attention backward: do·o per row */
+  SCRATCH_F32_IN,         /* f32 copy of an activation for an f32-weight GEMM */
+  SCRATCH_F32_OUT,        /* f32 GEMM result before it is stored as bf16 */
+  SCRATCH_SCORE_X,        /* score: bf16 copy of an f32 xr */
+  SCRATCH_SCORE_W,        /* score: bf16 copy of an f32 wr */
+  SCRATCH_SCORE_YR,       /* score: fp32 Y_r of one row block */
+  SCRATCH_SCORE_PARTIALS, /* score: fp32 partials of one call */
+  SCRATCH_SMALL,          /* flags and amax words */
+  SCRATCH_AMAX,           /* fake quant: amax values taken from the input */
   SCRATCH_COUNT
 } cuda_scratch_slot;
 
@@ -201,7 +201,7 @@ bool cuda_amax_accumulate(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs
 bool cuda_all_finite(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
 bool cuda_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
                      qs_tensor *y, qs_error *err);
-bool cuda_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                      const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
+bool cuda_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                      const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err);
 
 #endif

@@ -1,20 +1,16 @@
 /* Quantization ops of the CUDA backend: fake quant with the bit-exact
  * per-element rules of quant/fq.h (the CPU reference's own functions, so the
- * two backends give the same bits), and the per-Linear sensitivity score
- * with the reduction order fixed by backend.h: fp32 partials of at most
- * QS_SCORE_PARTIAL_TERMS terms summed in column order on the GPU, added in
- * fp64 in row-major order on the host. */
-#include <stdlib.h>
-
+ * two backends give the same bits), and the per-Linear sensitivity score:
+ * Y_r on the bf16 tensor cores with fp32 output, then the reduction order of
+ * backend/score_order.h (one warp per run, one block for the fp64
+ * combination), accumulated on the device without waiting for it. */
 #include "kernels/cuda_internal.h"
 
 enum { THREADS = 256 };
 
-/* |G·Δ| beyond this is clamped before squaring, as on the CPU. */
-#define SCORE_CLAMP 1e10f
-/* Rows of one Δ block: bounds the score's operand and Δ buffers (2^25 floats
- * each) without changing a result, since partials never span rows. */
-#define BLOCK_FLOATS (1L << 25)
+/* Rows of one Y_r block: bounds the score's fp32 Y_r scratch (2^25 floats,
+ * 128 MiB) without changing a result, since partials never span rows. */
+#define SCORE_BLOCK_FLOATS (1L << 25)
 
 #define GRID_STRIDE(i, n) for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < (n); i += (long)gridDim.x * blockDim.x)
 
@@ -119,163 +115,112 @@ bool cuda_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x,
 
 /* ---- score ------------------------------------------------------------------- */
 
-/* b[N, kb] = [wq − w | w] (with an activation quantizer) or wq − w. */
-__global__ static void weight_operand_kernel(const void *w, bool w_bf16, const void *wq, bool wq_bf16, long n,
-                                             long k, bool act_quant, float *b) {
-  long kb = act_quant ? 2 * k : k;
-  GRID_STRIDE(i, n * k) {
-    long r = i / k, j = i % k;
-    float wv = cuda_load(w, w_bf16, i);
-    b[r * kb + j] = cuda_load(wq, wq_bf16, i) - wv;
-    if (act_quant) b[r * kb + k + j] = wv;
+/* One warp per run of an output row (score_order.h): lane l sums the terms
+ * of columns begin + l, begin + l + 32, … in order, then the xor butterfly.
+ * yr, y and g point at the block's first row; partial at its first partial.
+ * G is bf16 on this backend, so ModelOpt's bf16 rounding of G changes
+ * nothing. */
+__global__ static void score_partials_kernel(const float *yr, const float *y, const __nv_bfloat16 *g, long rows,
+                                             long n, long runs, bool modelopt, float *partial) {
+  long warp = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
+  int lane = threadIdx.x % 32;
+  if (warp >= rows * runs) return; /* whole warps: blockDim.x is a multiple of 32 */
+  long row = warp / runs * n, begin = warp % runs * QS_SCORE_PARTIAL_TERMS;
+  long end = min(begin + (long)QS_SCORE_PARTIAL_TERMS, n);
+  float v = 0.0f;
+#pragma unroll 4 /* loads issued ahead; the adds keep their order */
+  for (long c = row + begin + lane; c < row + end; c += QS_SCORE_LANES) {
+    float delta = qs_score_delta(yr[c], y[c], modelopt);
+    v = qs_score_add(v, qs_score_term(__bfloat162float(g[c]), delta, modelopt));
   }
+  for (int o = QS_SCORE_LANES / 2; o > 0; o >>= 1) v = qs_score_add(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (lane == 0) partial[warp] = v;
 }
 
-/* a[rows, 2k] = [xq | xq − x] for rows [r0, r0 + rows). */
-__global__ static void act_operand_kernel(const __nv_bfloat16 *x, const void *xq, bool xq_bf16, long r0, long rows,
-                                          long k, float *a) {
-  GRID_STRIDE(i, rows * k) {
-    long r = i / k, j = i % k, at = (r0 + r) * k + j;
-    float qv = cuda_load(xq, xq_bf16, at);
-    a[r * 2 * k + j] = qv;
-    a[r * 2 * k + k + j] = qv - __bfloat162float(x[at]);
+/* The fp64 combination of the call's partials (score_order.h) by one block
+ * of QS_SCORE_COMBINE_SLOTS threads, and the one write acc[slot] += total. */
+__global__ static void score_combine_kernel(const float *partial, long count, double *acc, long slot) {
+  __shared__ double a[QS_SCORE_COMBINE_SLOTS];
+  int j = threadIdx.x;
+  a[j] = qs_score_combine_slot(partial, count, j);
+  __syncthreads();
+  for (int o = QS_SCORE_COMBINE_SLOTS / 2; o > 0; o >>= 1) {
+    if (j < o) a[j] = a[j] + a[j + o];
+    __syncthreads();
   }
+  if (j == 0) acc[slot] += a[0];
 }
 
-/* ModelOpt's Δ = bf16(bf16(yr) − bf16(y)), in place in yr. */
-__global__ static void modelopt_delta_kernel(float *yr, const float *y, long n) {
-  GRID_STRIDE(i, n) yr[i] = qs_fq_bf16(qs_fq_bf16(yr[i]) - qs_fq_bf16(y[i]));
-}
-
-/* One thread per partial: clamp(G·Δ)² over a run of at most
- * QS_SCORE_PARTIAL_TERMS columns of one row, summed in column order. G is
- * bf16 on this backend, so ModelOpt's bf16 rounding of G is already done. */
-__global__ static void partials_kernel(const __nv_bfloat16 *g, long r0, long rows, long n, const float *delta,
-                                       long per_row, float *partial) {
-  GRID_STRIDE(i, rows * per_row) {
-    long r = i / per_row, p = i % per_row;
-    long begin = p * QS_SCORE_PARTIAL_TERMS, end = min(begin + (long)QS_SCORE_PARTIAL_TERMS, n);
-    const __nv_bfloat16 *grow = g + (r0 + r) * n;
-    float sum = 0.0f;
-    for (long j = begin; j < end; j++) {
-      float v = __bfloat162float(grow[j]) * delta[r * n + j];
-      /* Comparisons, not fminf/fmaxf: a NaN must pass through. */
-      if (v > SCORE_CLAMP) v = SCORE_CLAMP;
-      if (v < -SCORE_CLAMP) v = -SCORE_CLAMP;
-      sum += v * v;
-    }
-    partial[(r0 + r) * per_row + p] = sum;
+/* A bf16 view of an operand: itself, or its f32 values rounded into a
+ * scratch slot (exact: they are bf16 values by the op's contract). */
+static bool bf16_operand(cuda_state *s, const qs_tensor *t, cuda_scratch_slot slot, const __nv_bfloat16 **out,
+                         qs_error *err) {
+  if (t->dtype == QS_BF16) {
+    *out = (const __nv_bfloat16 *)t->data;
+    return true;
   }
-}
-
-typedef struct score_job {
-  const qs_tensor *x, *xq, *w, *wq, *g;
-  long t, n, k, block, per_row;
-  float *a, *b, *c, *partial;
-} score_job;
-
-/* delta[rows, N] = a[rows, kk]·b[N, kk]ᵀ, fp32 GEMM. */
-static bool product(cuda_state *s, const float *a, const float *b, long rows, long n, long kk, float *delta,
-                    qs_error *err) {
-  blaslt_gemm g = {(int)n, (int)rows, (int)kk, true, false, BLASLT_F32, BLASLT_F32, b, a, delta, false};
-  return blaslt_run(s, &g, err);
-}
-
-static bool partials(cuda_state *s, const score_job *j, long r0, long rows, const float *delta, qs_error *err) {
-  partials_kernel<<<cuda_blocks(rows * j->per_row, THREADS), THREADS, 0, s->stream>>>(
-      (const __nv_bfloat16 *)j->g->data, r0, rows, j->n, delta, j->per_row, j->partial);
-  return cuda_check_launch("quant_score", err);
-}
-
-static bool score_accurate(cuda_state *s, const score_job *j, qs_error *err) {
-  bool act_quant = j->xq != NULL;
-  long kb = act_quant ? 2 * j->k : j->k;
-  weight_operand_kernel<<<cuda_blocks(j->n * j->k, THREADS), THREADS, 0, s->stream>>>(
-      j->w->data, j->w->dtype == QS_BF16, j->wq->data, j->wq->dtype == QS_BF16, j->n, j->k, act_quant, j->b);
-  for (long r0 = 0; r0 < j->t; r0 += j->block) {
-    long rows = j->t - r0 < j->block ? j->t - r0 : j->block;
-    if (act_quant)
-      act_operand_kernel<<<cuda_blocks(rows * j->k, THREADS), THREADS, 0, s->stream>>>(
-          (const __nv_bfloat16 *)j->x->data, j->xq->data, j->xq->dtype == QS_BF16, r0, rows, j->k, j->a);
-    else if (!cuda_convert(s, (const __nv_bfloat16 *)j->x->data + r0 * j->k, true, j->a, false, rows * j->k, false,
-                           err))
-      return false;
-    if (!product(s, j->a, j->b, rows, j->n, kb, j->c, err) || !partials(s, j, r0, rows, j->c, err)) return false;
-  }
-  return true;
-}
-
-static bool score_modelopt(cuda_state *s, const score_job *j, qs_error *err) {
-  long nk = j->n * j->k;
-  float *wf = j->b, *wqf = j->b + nk, *xf = j->a, *xqf = j->a + j->block * j->k, *y = j->c,
-        *yr = j->c + j->block * j->n;
-  if (!cuda_convert(s, j->w->data, j->w->dtype == QS_BF16, wf, false, nk, false, err) ||
-      !cuda_convert(s, j->wq->data, j->wq->dtype == QS_BF16, wqf, false, nk, false, err))
+  long n = qs_tensor_numel(t);
+  void *buf;
+  if (!cuda_scratch(s, slot, (size_t)n * sizeof(__nv_bfloat16), &buf, err) ||
+      !cuda_convert(s, t->data, false, buf, true, n, false, err))
     return false;
-  const qs_tensor *xq = j->xq ? j->xq : j->x;
-  size_t xq_size = qs_dtype_size(xq->dtype);
-  for (long r0 = 0; r0 < j->t; r0 += j->block) {
-    long rows = j->t - r0 < j->block ? j->t - r0 : j->block;
-    if (!cuda_convert(s, (const __nv_bfloat16 *)j->x->data + r0 * j->k, true, xf, false, rows * j->k, false, err) ||
-        !cuda_convert(s, (const char *)xq->data + (size_t)(r0 * j->k) * xq_size, xq->dtype == QS_BF16, xqf, false,
-                      rows * j->k, false, err) ||
-        !product(s, xf, wf, rows, j->n, j->k, y, err) || !product(s, xqf, wqf, rows, j->n, j->k, yr, err))
-      return false;
-    modelopt_delta_kernel<<<cuda_blocks(rows * j->n, THREADS), THREADS, 0, s->stream>>>(yr, y, rows * j->n);
-    if (!partials(s, j, r0, rows, yr, err)) return false;
-  }
+  *out = (const __nv_bfloat16 *)buf;
   return true;
 }
 
-/* Scratch for one job: operands and Δ of one row block, all partials. */
-static bool score_buffers(cuda_state *s, score_job *j, bool modelopt, qs_error *err) {
-  long kb = j->xq && !modelopt ? 2 * j->k : j->k;
-  long widest = j->n > kb ? j->n : kb;
-  j->block = BLOCK_FLOATS / (widest > 0 ? widest : 1);
-  if (j->block < 1) j->block = 1;
-  if (j->block > j->t) j->block = j->t;
-  int copies = modelopt ? 2 : 1; /* modelopt keeps (x, xq), (w, wq) and (y, yr) */
-  void *a, *b, *c, *p;
-  if (!cuda_scratch(s, SCRATCH_SCORE_A, (size_t)(copies * j->block * kb) * 4, &a, err) ||
-      !cuda_scratch(s, SCRATCH_SCORE_B, (size_t)(copies * j->n * kb) * 4, &b, err) ||
-      !cuda_scratch(s, SCRATCH_SCORE_C, (size_t)(copies * j->block * j->n) * 4, &c, err) ||
-      !cuda_scratch(s, SCRATCH_PARTIALS, (size_t)(j->t * j->per_row) * 4, &p, err))
+typedef struct score_call {
+  const __nv_bfloat16 *xr, *wr; /* [t, k], [n, k] */
+  const float *y;               /* [t, n] */
+  const __nv_bfloat16 *g;       /* [t, n] */
+  long t, n, k, runs, block;    /* block: rows of one Y_r block */
+  bool modelopt;
+  float *yr, *partial; /* scratch: [block, n], [t·runs] */
+} score_call;
+
+/* Y_r and the partials of rows [r0, r0 + rows). */
+static bool score_block(cuda_state *s, const score_call *c, long r0, long rows, qs_error *err) {
+  /* Row-major Y_r[rows, n] = xr·wrᵀ is column-major Y_rᵀ = wr(ᵀ)·xrᵀ. */
+  blaslt_gemm mm = {(int)c->n, (int)rows, (int)c->k, true, false, BLASLT_BF16, BLASLT_F32,
+                    c->wr, c->xr + r0 * c->k, c->yr, false};
+  if (!blaslt_run(s, &mm, err)) return false;
+  long at = r0 * c->n, warps = rows * c->runs;
+  score_partials_kernel<<<cuda_warp_blocks(warps, THREADS), THREADS, 0, s->stream>>>(
+      c->yr, c->y + at, c->g + at, rows, c->n, c->runs, c->modelopt, c->partial + r0 * c->runs);
+  return cuda_check_launch("quant_score partials", err);
+}
+
+static bool score_scratch(cuda_state *s, score_call *c, qs_error *err) {
+  c->block = SCORE_BLOCK_FLOATS / c->n;
+  if (c->block < 1) c->block = 1;
+  if (c->block > c->t) c->block = c->t;
+  void *yr, *partial;
+  if (!cuda_scratch(s, SCRATCH_SCORE_YR, (size_t)(c->block * c->n) * sizeof(float), &yr, err) ||
+      !cuda_scratch(s, SCRATCH_SCORE_PARTIALS, (size_t)(c->t * c->runs) * sizeof(float), &partial, err))
     return false;
-  j->a = (float *)a;
-  j->b = (float *)b;
-  j->c = (float *)c;
-  j->partial = (float *)p;
+  c->yr = (float *)yr;
+  c->partial = (float *)partial;
   return true;
 }
 
-bool cuda_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                      const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err) {
+bool cuda_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                      const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err) {
   cuda_state *s = cuda_of(be);
-  *score = 0.0;
-  if (x->rows == 0 || w->rows == 0) return true;
-  score_job j;
-  memset(&j, 0, sizeof j);
-  j.x = x;
-  j.xq = xq;
-  j.w = w;
-  j.wq = wq;
-  j.g = g;
-  j.t = x->rows;
-  j.n = w->rows;
-  j.k = w->cols;
-  j.per_row = (j.n + QS_SCORE_PARTIAL_TERMS - 1) / QS_SCORE_PARTIAL_TERMS;
-  bool modelopt = mode == QS_DELTA_MODELOPT;
-  if (!score_buffers(s, &j, modelopt, err)) return false;
-  if (!(modelopt ? score_modelopt(s, &j, err) : score_accurate(s, &j, err))) return false;
-  long count = j.t * j.per_row;
-  float *host = (float *)qs_malloc((size_t)count * sizeof(float));
-  bool ok = cuda_check(cudaMemcpyAsync(host, j.partial, (size_t)count * sizeof(float), cudaMemcpyDeviceToHost,
-                                       s->stream),
-                       "quant_score", err) &&
-            cuda_sync(s, "quant_score", err);
-  double total = 0.0;
-  for (long i = 0; ok && i < count; i++) total += (double)host[i];
-  free(host);
-  if (ok) *score = total;
-  return ok;
+  if (xr->rows == 0 || wr->rows == 0) return true; /* no outputs: nothing to add */
+  score_call c;
+  memset(&c, 0, sizeof c);
+  c.y = (const float *)y->data;
+  c.g = (const __nv_bfloat16 *)g->data; /* activation dtype: bf16 */
+  c.t = xr->rows;
+  c.n = wr->rows;
+  c.k = wr->cols;
+  c.runs = qs_score_runs_per_row(c.n);
+  c.modelopt = mode == QS_DELTA_MODELOPT;
+  if (!bf16_operand(s, xr, SCRATCH_SCORE_X, &c.xr, err) || !bf16_operand(s, wr, SCRATCH_SCORE_W, &c.wr, err) ||
+      !score_scratch(s, &c, err))
+    return false;
+  for (long r0 = 0; r0 < c.t; r0 += c.block)
+    if (!score_block(s, &c, r0, c.t - r0 < c.block ? c.t - r0 : c.block, err)) return false;
+  score_combine_kernel<<<1, QS_SCORE_COMBINE_SLOTS, 0, s->stream>>>(c.partial, c.t * c.runs, (double *)acc->data,
+                                                                    slot);
+  return cuda_check_launch("quant_score combine", err);
 }

@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
   }
   packed_batch pb;
   make_batch(&pb, budget, lm.cfg.vocab);
-  qs_qwen3_batch batch = {0, pb.n_seqs, pb.cu, pb.ids, NULL, NULL};
+  qs_qwen3_batch batch = {.n_seqs = pb.n_seqs, .cu_seqlens = pb.cu, .ids = pb.ids};
   double n = lm_params(&lm.cfg);
   printf("demo model: %d layers, D %d, %d/%d heads x %d, I %d, V %d, N = %.3g parameters\n", lm.cfg.layers,
          lm.cfg.hidden, lm.cfg.heads, lm.cfg.kv_heads, lm.cfg.head_dim, lm.cfg.intermediate, lm.cfg.vocab, n);

@@ -1,27 +1,35 @@
 /* GPU benchmark on the Qwen3-VL-4B shape (a build target, not a test):
- * tokens/s, MFU and peak GPU memory of the CUDA backend for
- *   (a) forward only, and forward + activation-gradient backward,
+ * tokens/s, MFU and peak GPU memory of the CUDA backend, in this order:
+ *   the bf16 GEMM peak;
+ *   (d) the seed grid end to end (checkpoint load, one fused pass of 7
+ *       pairs x 16/128/512 captions, the existing flow's logical batches of
+ *       8 and 128 score samples, the search of every cell), with the step
+ *       token budget chosen as qsens chooses it (engine/memory_plan.h);
+ *   then for packed steps of ~8k tokens of caption-length sequences (10-30
+ *   tokens), and again of 512-token sequences:
+ *   (a) forward only, (a') forward + activation-gradient backward,
  *   (b) one-pair scoring (forward, backward with recompute, one candidate),
- *   (c) the seven seed pairs fused in one pass,
- * over packed batches of ~8k tokens made of caption-length sequences (10-30
- * tokens) and of 512-token sequences; and
- *   (d) the seed grid end to end (7 pairs x 3 sizes, 512 captions, the
- *       existing flow's batches of 8 and 128 score samples), model load
- *       and search included.
+ *   (c) the seven seed pairs fused in one pass.
  * MFU is DESIGN.md §5's: counted FLOPs over the bf16 GEMM peak measured in
  * the same run (cuBLASLt 8192³ through the backend's linear op).
  *
  * Usage: qsens_bench_gpu CHECKPOINT_DIR [--init [PRESET]] [--repeats N] [--skip-512] [--cpu]
- *   --init  writes a random checkpoint of PRESET (default qwen3_vl_4b: 8 GB,
- *           `qsens init-model`'s generator) into CHECKPOINT_DIR first when it
- *           holds no config.json.
- *   --cpu   runs the same harness on the CPU reference backend (peak memory
- *           not measured): a smoke run of the benchmark itself on a small
- *           preset where there is no GPU.
- * Every result line is printed (and flushed) as soon as it is measured, so
- * a run cut short keeps what it measured; the table comes last. */
-#define _POSIX_C_SOURCE 200809L
+ *   --init     writes a random checkpoint of PRESET (default qwen3_vl_4b: 8 GB,
+ *              `qsens init-model`'s generator) into CHECKPOINT_DIR first when
+ *              it holds no config.json.
+ *   --repeats  timed runs of (a)-(c) after one warm-up, median reported
+ *              (default 1: the whole run fits the GPU host's 10 minutes).
+ *   --cpu      runs the same harness on the CPU reference backend (peak memory
+ *              not measured): a smoke run of the benchmark itself on a small
+ *              preset where there is no GPU.
+ * Every result and progress line (the engine's too) starts with the seconds
+ * since the start and is flushed as soon as it is printed, so a run cut
+ * short keeps what it measured and when; the table comes last. */
+/* fopencookie (a GNU extension): the engine's progress lines get the
+ * elapsed-time prefix on their way to stdout. */
+#define _GNU_SOURCE
 #include <cuda_runtime_api.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +40,12 @@
 #include "core/fsutil.h"
 #include "core/mem.h"
 #include "engine/engine.h"
+#include "engine/memory_plan.h"
 #include "kernels/cuda_backend.h"
 #include "model/checkpoint.h"
 #include "model/init_model.h"
 #include "model/qwen3.h"
+#include "quant/format.h"
 #include "report/results.h"
 #include "text/batch.h"
 
@@ -66,6 +76,49 @@ static bool USE_CPU;
 /* Side of the square product that measures the GEMM peak. */
 static long gemm_size(void) { return USE_CPU ? GEMM_N_CPU : GEMM_N; }
 
+/* ---- time-stamped output ----------------------------------------------------- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double START_S; /* set first thing in main */
+
+static void print_stamp(void) { printf("[%7.1f s] ", now_s() - START_S); }
+
+/* One line of output with the elapsed-time prefix, flushed at once. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+  print_stamp();
+  va_list ap;
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  fflush(stdout);
+}
+
+/* The stream given to the engine as its progress output: every line it
+ * writes reaches stdout with the prefix. */
+static ssize_t stamp_write(void *cookie, const char *data, size_t size) {
+  bool *at_line_start = cookie;
+  for (size_t i = 0; i < size; i++) {
+    if (*at_line_start) print_stamp();
+    putchar(data[i]);
+    *at_line_start = data[i] == '\n';
+  }
+  fflush(stdout);
+  return (ssize_t)size;
+}
+
+static FILE *stamped_stream(void) {
+  static bool at_line_start = true;
+  FILE *f = fopencookie(&at_line_start, "w", (cookie_io_functions_t){NULL, stamp_write, NULL, NULL});
+  if (f) setvbuf(f, NULL, _IOLBF, 0);
+  return f ? f : stdout;
+}
+
 /* ---- measurements and the final table ----------------------------------- */
 
 typedef struct row {
@@ -86,9 +139,8 @@ static void add_row(const char *what, const char *shape, double tokens_per_s, do
   r->mfu = mfu;
   r->peak_gib = peak_gib;
   r->seconds = seconds;
-  printf("RESULT %-34s %-10s %10.0f tok/s  MFU %5.1f%%  peak %6.2f GiB  %8.3f s\n", what, shape, tokens_per_s,
-         100 * mfu, peak_gib, seconds);
-  fflush(stdout);
+  say("RESULT %-34s %-10s %10.0f tok/s  MFU %5.1f%%  peak %6.2f GiB  %8.3f s\n", what, shape, tokens_per_s,
+      100 * mfu, peak_gib, seconds);
 }
 
 static void print_table(double peak_tflops, const char *device) {
@@ -107,12 +159,6 @@ static void print_table(double peak_tflops, const char *device) {
 }
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -266,13 +312,14 @@ static packed pack(const seq_set *set, size_t n) {
   packed p = {qs_malloc((n + 1) * sizeof(int32_t)), {0}};
   p.cu[0] = 0;
   for (size_t i = 0; i < n; i++) p.cu[i + 1] = p.cu[i] + (int32_t)set->seqs[i].len;
-  p.batch = (qs_qwen3_batch){0, (int)n, p.cu, set->ids, NULL, NULL};
+  p.batch = (qs_qwen3_batch){.n_seqs = (int)n, .cu_seqlens = p.cu, .ids = set->ids};
   return p;
 }
 
 /* Median seconds of qs_qwen3_run (which ends with the loss download, so the
- * wall clock covers the device work) after two warm-up runs; the model's
- * backend is fresh, so its peak is this workload's. */
+ * wall clock covers the device work) after a warm-up run (cuBLASLt's
+ * heuristics, the arena); the model's backend is fresh, so its peak is this
+ * workload's. */
 static bool time_model(const bench *b, const qs_qwen3_batch *batch, bool backward, const char *what,
                        const char *shape, double flops_per_token, qs_error *err) {
   qs_backend *be = new_backend(err);
@@ -282,7 +329,7 @@ static bool time_model(const bench *b, const qs_qwen3_batch *batch, bool backwar
   double *sec = qs_malloc((size_t)b->repeats * sizeof *sec);
   bool ok = qs_qwen3_create(be, b->lm, &opt, &m, err);
   qs_qwen3_result res;
-  for (int i = 0; ok && i < 2; i++) ok = qs_qwen3_run(m, batch, backward, NULL, &res, err);
+  ok = ok && qs_qwen3_run(m, batch, backward, NULL, &res, err);
   for (int i = 0; ok && i < b->repeats; i++) {
     double t0 = now_s();
     ok = qs_qwen3_run(m, batch, backward, NULL, &res, err);
@@ -364,8 +411,7 @@ static bool bench_shape(const bench *b, int fixed_len, qs_error *err) {
   size_t per_batch = fixed_len ? step / (size_t)fixed_len : step / ((MIN_CAPTION + MAX_CAPTION) / 2);
   seq_set set = make_seqs(per_batch * SCORE_BATCHES, fixed_len, b->lm->cfg.vocab, fixed_len ? 7 : 5);
   packed p = pack(&set, per_batch);
-  printf("%s: %zu sequences, %ld tokens per step\n", shape, per_batch, qs_batch_tokens(&p.batch));
-  fflush(stdout);
+  say("%s: %zu sequences, %ld tokens per step\n", shape, per_batch, qs_batch_tokens(&p.batch));
   bool ok = time_model(b, &p.batch, false, "(a) forward", shape, 2 * b->n_params, err) &&
             time_model(b, &p.batch, true, "(a') forward+backward (recompute)", shape, 6 * b->n_params, err) &&
             time_scoring(b, &set, per_batch, &ONE_PAIR, 1, "(b) one pair (wfp8_afp8)", shape, err) &&
@@ -376,6 +422,40 @@ static bool bench_shape(const bench *b, int fixed_len, qs_error *err) {
 }
 
 /* ---- (d) the seed grid end to end ------------------------------------------------------- */
+
+enum { NSEED_CELLS = NPAIRS * NSIZES };
+
+/* The seed grid's step token budget as qsens picks it when
+ * backend.token_budget is null (engine/memory_plan.h): the largest step that
+ * fits the free device memory (the CPU default with --cpu); the plan for the
+ * largest step the pass can run is printed, and later beside the peak. */
+static bool seed_step_tokens(qs_backend *be, const qs_lm *lm, long pass_tokens, qs_engine_options *opts,
+                             double *planned_gib, qs_error *err) {
+  qs_memory_request r = {&lm->cfg, qs_dtype_size(be->act_dtype), false, opts->lm_chunk_tokens,
+                         opts->include_lm_head, 0, 0};
+  qs_memory_cell cells[NSEED_CELLS];
+  for (size_t p = 0; p < NPAIRS; p++) {
+    qs_qpair pair;
+    if (!qs_qpair_parse(SEED_PAIRS[p], &pair, err)) return false;
+    for (size_t k = 0; k < NSIZES; k++)
+      cells[p * NSIZES + k] = (qs_memory_cell){pair.weight, pair.act, pair.dynamic_act_amax, SEED_SIZES[k]};
+  }
+  qs_memory_count_quantizers(cells, NSEED_CELLS, &r);
+  size_t free_bytes = 0, total_bytes = 0;
+  if (!USE_CPU && !qs_cuda_backend_free_bytes(be, &free_bytes, &total_bytes, err)) return false;
+  opts->step_tokens = qs_memory_step_tokens(&r, free_bytes);
+  qs_memory_plan plan = qs_memory_plan_make(&r, pass_tokens < opts->step_tokens ? pass_tokens : opts->step_tokens);
+  if (opts->step_tokens == 0)
+    return qs_fail(err, QS_EXIT_RUNTIME, "the weights (%.2f GiB) and fixed scratch (%.2f GiB) do not fit %.2f GiB free",
+                   gib(plan.weight_bytes), gib(plan.fixed_bytes), gib(free_bytes));
+  *planned_gib = gib(plan.total_bytes);
+  say("seed grid memory plan: weights %.2f GiB, fixed scratch %.2f GiB, %.3f MiB per token, %d weight and %d "
+      "activation quantizers; step budget %ld tokens (%s, the pass has %ld); planned total %.2f GiB\n",
+      gib(plan.weight_bytes), gib(plan.fixed_bytes), (double)plan.per_token_bytes / (1024.0 * 1024.0),
+      r.weight_quantizers, r.act_quantizers, opts->step_tokens, USE_CPU ? "CPU default" : "fitted to free memory",
+      pass_tokens, *planned_gib);
+  return true;
+}
 
 /* Load, one fused pass of 7 pairs x 3 sizes over 512 captions with the
  * existing flow's batching (8 per step, 128 score samples), and the search
@@ -396,26 +476,28 @@ static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
   bopts.pad_id = pad_token(&lm);
   qs_engine_data data = {set.seqs, set.n, &bopts};
   qs_engine_options opts = qs_engine_options_default();
-  opts.progress = stdout; /* one line a step: where the time goes, also in a run cut short */
+  opts.progress = stamped_stream(); /* one line a step: where the time goes, also in a run cut short */
   opts.progress_label = "seed grid";
-  enum { NCELLS = NPAIRS * NSIZES };
-  qs_engine_cell cells[NCELLS];
+  qs_engine_cell cells[NSEED_CELLS];
   make_cells(cells, SEED_PAIRS, NPAIRS, SEED_SIZES, NSIZES);
-  bool ok = qs_engine_run_pass(be, &lm, &data, cells, NCELLS, &opts, err);
+  double planned_gib = 0;
+  bool ok = seed_step_tokens(be, &lm, set.tokens, &opts, &planned_gib, err) &&
+            qs_engine_run_pass(be, &lm, &data, cells, NSEED_CELLS, &opts, err);
   double t_search = now_s();
-  for (size_t i = 0; ok && i < NCELLS; i++) ok = qs_cell_finish(cells[i].out, SEED_EFFECTIVE_BITS, err);
+  for (size_t i = 0; ok && i < NSEED_CELLS; i++) ok = qs_cell_finish(cells[i].out, SEED_EFFECTIVE_BITS, err);
   double t1 = now_s();
   if (ok) {
-    const qs_cell_timings *tm = &cells[NCELLS - 1].out->timings;
+    const qs_cell_timings *tm = &cells[NSEED_CELLS - 1].out->timings;
     long score_tokens = tokens_in(&set, 0, bopts.score_size);
     double flops = 2 * b->n_params * (double)set.tokens +
                    (6 * b->n_params + 2.0 * NPAIRS * b->searched_params) * (double)score_tokens;
-    printf("seed grid: load %.2f s, calibrate %.2f s (%ld tokens), score %.2f s (%ld tokens), search %.2f s\n",
-           t_load, tm->calibrate_s, set.tokens, tm->score_s, score_tokens, t1 - t_search);
+    say("seed grid: load %.2f s, calibrate %.2f s (%ld tokens), score %.2f s (%ld tokens), search %.2f s; "
+        "peak %.2f GiB of %.2f GiB planned\n",
+        t_load, tm->calibrate_s, set.tokens, tm->score_s, score_tokens, t1 - t_search, peak_gib(be), planned_gib);
     add_row("(d) seed grid 7x3, load..search", "captions", (double)set.tokens / (t1 - t0),
             flops / (t1 - t0) / b->peak_flops, peak_gib(be), t1 - t0);
   }
-  free_cells(cells, NCELLS);
+  free_cells(cells, NSEED_CELLS);
   free_seqs(&set);
   qs_backend_destroy(be);
   qs_lm_release(&lm);
@@ -432,7 +514,7 @@ static bool ensure_checkpoint(const char *dir, const char *preset, qs_error *err
   qs_init_model_options o = {preset, SEED, 0, 0, NULL, NULL};
   double t0 = now_s();
   if (!qs_init_model_write(dir, &o, err)) return false;
-  printf("wrote the %s checkpoint to %s in %.1f s\n", preset, dir, now_s() - t0);
+  say("wrote the %s checkpoint to %s in %.1f s\n", preset, dir, now_s() - t0);
   return true;
 }
 
@@ -443,7 +525,7 @@ typedef struct args {
 } args;
 
 static bool parse_args(int argc, char **argv, args *a) {
-  *a = (args){argc > 1 ? argv[1] : NULL, NULL, false, 3};
+  *a = (args){argc > 1 ? argv[1] : NULL, NULL, false, 1};
   if (!a->dir || a->dir[0] == '-') return false;
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--init"))
@@ -464,7 +546,7 @@ static bool parse_args(int argc, char **argv, args *a) {
  * so one failure does not cost the other measurements. */
 static bool section(bool ok, const char *name, qs_error *err) {
   if (!ok) {
-    fprintf(stderr, "qsens_bench_gpu: %s: %s\n", name, err->msg);
+    fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s: %s\n", now_s() - START_S, name, err->msg);
     fflush(stderr);
   }
   return ok;
@@ -475,14 +557,14 @@ static bool run_workloads(const args *a, double peak_tflops, qs_error *err) {
   double t0 = now_s();
   qs_lm lm;
   if (!section(qs_checkpoint_load(a->dir, &lm, qs_warn_to_stream, stderr, err), "checkpoint", err)) return false;
-  printf("checkpoint loaded (mmap) in %.2f s\n", now_s() - t0);
+  say("checkpoint loaded (mmap) in %.2f s\n", now_s() - t0);
   bench b = {&lm, lm_params(&lm.cfg), decoder_linear_params(&lm.cfg), peak_tflops * 1e12, a->repeats};
-  printf("model: %d layers, D %d, %d/%d heads x %d, I %d, V %d%s; N = %.4g, searched Linears Ns = %.4g\n",
-         lm.cfg.layers, lm.cfg.hidden, lm.cfg.heads, lm.cfg.kv_heads, lm.cfg.head_dim, lm.cfg.intermediate,
-         lm.cfg.vocab, lm.cfg.tied ? ", tied" : "", b.n_params, b.searched_params);
-  printf("FLOPs per token (DESIGN 5): forward 2N = %.4g, backward 2N, recompute 2N, each candidate 2Ns = %.4g; "
-         "attention not counted\n",
-         2 * b.n_params, 2 * b.searched_params);
+  say("model: %d layers, D %d, %d/%d heads x %d, I %d, V %d%s; N = %.4g, searched Linears Ns = %.4g\n",
+      lm.cfg.layers, lm.cfg.hidden, lm.cfg.heads, lm.cfg.kv_heads, lm.cfg.head_dim, lm.cfg.intermediate,
+      lm.cfg.vocab, lm.cfg.tied ? ", tied" : "", b.n_params, b.searched_params);
+  say("FLOPs per token (DESIGN 5): forward 2N = %.4g, backward 2N, recompute 2N, each candidate 2Ns = %.4g; "
+      "attention not counted\n",
+      2 * b.n_params, 2 * b.searched_params);
   /* The seed grid first: it is the headline number and the cheapest section. */
   bool ok = section(seed_grid(a->dir, &b, err), "seed grid", err);
   ok = section(bench_shape(&b, 0, err), "caption-length sequences", err) && ok;
@@ -492,6 +574,7 @@ static bool run_workloads(const args *a, double peak_tflops, qs_error *err) {
 }
 
 int main(int argc, char **argv) {
+  START_S = now_s();
   args a;
   if (!parse_args(argc, argv, &a)) {
     fprintf(stderr, "usage: qsens_bench_gpu CHECKPOINT_DIR [--init [PRESET]] [--repeats N >= 1] [--skip-512] [--cpu]\n");
@@ -510,8 +593,8 @@ int main(int argc, char **argv) {
   qs_error err = {0};
   double peak_tflops = 0;
   bool ok = (!a.preset || ensure_checkpoint(a.dir, a.preset, &err)) && gemm_peak(&peak_tflops, &err);
-  if (ok) printf("device %s; bf16 GEMM peak: %.1f TFLOP/s\n", device, peak_tflops);
-  if (!ok) fprintf(stderr, "qsens_bench_gpu: %s\n", err.msg);
+  if (ok) say("device %s; bf16 GEMM peak: %.1f TFLOP/s\n", device, peak_tflops);
+  if (!ok) fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s\n", now_s() - START_S, err.msg);
   ok = ok && run_workloads(&a, peak_tflops, &err);
   print_table(peak_tflops, device);
   return ok ? 0 : err.status ? err.status : QS_EXIT_RUNTIME;

@@ -97,12 +97,9 @@ static bool read_batching(const qs_node *cfg, int64_t score_size, qs_batch_opts 
       !opt_positive(cfg, "autoquant.num_calib_steps", &calib_steps, err) ||
       !opt_positive(cfg, "autoquant.num_score_steps", &score_steps, err))
     return false;
-  if (padding == 1)
-    return qs_fail(err, QS_EXIT_USAGE,
-                   "config key 'dataset.padding': max_length (padded batches) is not supported by the scoring "
-                   "engine, which gives the same scores with packed batches; use dataset.padding=packed");
   *b = qs_batch_opts_default();
-  b->padding = QS_PADDING_PACKED;
+  /* max_length: the existing flow's left-padded rows, pad-context target included (spec §7.7). */
+  b->padding = padding == 1 ? QS_PADDING_MAX_LENGTH : QS_PADDING_PACKED;
   b->batch_size = (size_t)batch_size;
   b->max_length = (size_t)seq_len;
   b->max_tokens = (size_t)budget;
@@ -192,9 +189,10 @@ static bool read_runtime(const qs_node *cfg, qs_job_settings *s, qs_error *err) 
   static const char *const pad_policies[] = {"include", "exclude", NULL};
   static const char *const modes[] = {"auto", "grid", "data", "layers", NULL};
   int backend, policy, mode;
-  int64_t threads;
+  int64_t threads, token_budget;
   if (!qs_cfg_choice(cfg, "backend.name", backends, &backend, err) ||
       !opt_positive(cfg, "backend.threads", &threads, err) ||
+      !opt_positive(cfg, "backend.token_budget", &token_budget, err) ||
       !qs_cfg_choice(cfg, "dataset.calib_pad_policy", pad_policies, &policy, err) ||
       !qs_cfg_choice(cfg, "parallel.mode", modes, &mode, err) ||
       !qs_cfg_str(cfg, "output_layout.artifact_dir", false, &s->artifact_dir, err))
@@ -202,8 +200,15 @@ static bool read_runtime(const qs_node *cfg, qs_job_settings *s, qs_error *err) 
   if (threads > 4096)
     return qs_fail(err, QS_EXIT_USAGE, "config key 'backend.threads' must be null or in [1, 4096] (it is %lld)",
                    (long long)threads);
+  /* A step of more than 2^31 tokens would not fit any device (the model's
+   * packed batches count tokens in int32). */
+  if (token_budget > 0x7fffffff)
+    return qs_fail(err, QS_EXIT_USAGE,
+                   "config key 'backend.token_budget' must be null or in [1, 2147483647] (it is %lld)",
+                   (long long)token_budget);
   s->backend = (qs_backend_choice)backend;
   s->threads = (int)threads;
+  s->token_budget = (long)token_budget;
   s->engine.calib_pad_policy = policy == 0 ? QS_CALIB_PADS_INCLUDE : QS_CALIB_PADS_EXCLUDE;
   s->parallel_mode = modes[mode];
   return true;

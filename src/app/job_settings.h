@@ -42,6 +42,7 @@ typedef struct qs_job_settings {
   qs_batch_opts batch;         /* pad_id is the tokenizer's, set when the pass loads it */
   qs_backend_choice backend;
   int threads;                 /* backend.threads; 0: OpenMP's default */
+  long token_budget;           /* backend.token_budget: tokens per step; 0: null (the pass picks) */
   const char *parallel_mode;
   const char *artifact_dir;
 } qs_job_settings;

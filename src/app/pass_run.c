@@ -11,6 +11,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "backend/cpu/cpu_backend.h"
@@ -18,6 +19,7 @@
 #include "core/fsutil.h"
 #include "core/mem.h"
 #include "core/strbuf.h"
+#include "engine/memory_plan.h"
 #include "model/checkpoint.h"
 #include "report/artifacts.h"
 #include "text/tokenizer.h"
@@ -38,6 +40,8 @@ typedef struct pass_inputs {
   qs_backend *be;
   const char *backend_name;
   double load_s;
+  long step_tokens;        /* tokens per forward/backward step (memory plan) */
+  size_t planned_bytes;    /* the plan's total for the pass's largest step */
 } pass_inputs;
 
 static double now_s(void) {
@@ -202,6 +206,125 @@ static bool load_inputs(const qs_dist *d, const qs_job_settings *settings, const
   return ok;
 }
 
+/* ---- memory plan ------------------------------------------------------------ */
+
+static const double GIB = 1024.0 * 1024.0 * 1024.0;
+
+/* The plan's inputs: the model's shape, the backend's activation width and
+ * the quantizers of the pass's cells. */
+static qs_memory_request memory_request(const qs_job_settings *settings, const qs_pass *pass, const pass_inputs *in) {
+  const qs_job_settings *first = &settings[pass->jobs[0]];
+  qs_memory_request r = {&in->lm.cfg, qs_dtype_size(in->be->act_dtype), false, first->engine.lm_chunk_tokens,
+                         first->engine.include_lm_head, 0, 0};
+  qs_memory_cell *cells = qs_calloc(pass->njobs, sizeof *cells);
+  for (size_t k = 0; k < pass->njobs; k++) {
+    const qs_job_settings *s = &settings[pass->jobs[k]];
+    cells[k] = (qs_memory_cell){s->pair.weight, s->pair.act, s->act_amax == QS_ACT_AMAX_DYNAMIC, s->n_samples};
+  }
+  qs_memory_count_quantizers(cells, pass->njobs, &r);
+  free(cells);
+  return r;
+}
+
+/* Tokens of the pass's samples, each cut at the sequence length. */
+static long pass_tokens(const pass_inputs *in, const qs_batch_opts *b) {
+  long total = 0;
+  for (size_t i = 0; i < in->samples.count; i++) {
+    size_t len = in->seqs[i].len;
+    total += (long)(b->max_length && len > b->max_length ? b->max_length : len);
+  }
+  return total;
+}
+
+/* Free device memory on the CUDA backend; 0 (nothing to fit) on the CPU. */
+static bool device_free_bytes(const pass_inputs *in, size_t *free_bytes, qs_error *err) {
+#ifdef QSENS_HAVE_CUDA
+  size_t total;
+  if (strcmp(in->backend_name, "cuda") == 0) return qs_cuda_backend_free_bytes(in->be, free_bytes, &total, err);
+#else
+  (void)in;
+  (void)err;
+#endif
+  *free_bytes = 0;
+  return true;
+}
+
+/* The step token budget: backend.token_budget when set, else
+ * qs_memory_step_tokens's choice; why describes it for the log. */
+static bool choose_step_tokens(const qs_job_settings *s, const qs_memory_request *r, size_t free_bytes,
+                               pass_inputs *in, char *why, size_t why_size, qs_error *err) {
+  if (s->token_budget > 0) {
+    in->step_tokens = s->token_budget;
+    snprintf(why, why_size, "backend.token_budget");
+    return true;
+  }
+  in->step_tokens = qs_memory_step_tokens(r, free_bytes);
+  if (in->step_tokens == 0) {
+    qs_memory_plan none = qs_memory_plan_make(r, 0);
+    return qs_fail(err, QS_EXIT_RUNTIME,
+                   "CUDA backend: the weights (%.2f GiB) and fixed scratch (%.2f GiB) do not fit the device's %.2f "
+                   "GiB of free memory less a %.2f GiB margin; set backend.token_budget to try a small step anyway",
+                   none.weight_bytes / GIB, none.fixed_bytes / GIB, free_bytes / GIB,
+                   qs_memory_margin(free_bytes) / GIB);
+  }
+  if (free_bytes) snprintf(why, why_size, "null: fitted to %.2f GiB of free device memory", free_bytes / GIB);
+  else snprintf(why, why_size, "null: CPU default");
+  return true;
+}
+
+/* Plans the pass's memory, picks the step token budget and logs both (one
+ * line; a second, a warning, when a set budget overshoots the free memory).
+ * The job log reaches the terminal when the pass ends, so the plan line is
+ * also printed at once on `live` (rank 0's progress stream; NULL on other
+ * ranks), prefixed by the pass label as the progress lines are. The planned
+ * total is for the largest step the pass can run: the budget, or all the
+ * pass's tokens when they are fewer. */
+static bool plan_memory(const qs_job_settings *settings, const qs_pass *pass, FILE *live, const char *label,
+                        pass_inputs *in, qs_strbuf *log, qs_error *err) {
+  const qs_job_settings *s = &settings[pass->jobs[0]];
+  qs_memory_request r = memory_request(settings, pass, in);
+  char why[160];
+  size_t free_bytes;
+  if (!device_free_bytes(in, &free_bytes, err) || !choose_step_tokens(s, &r, free_bytes, in, why, sizeof why, err))
+    return false;
+  long own = pass_tokens(in, &s->batch), largest = own < in->step_tokens ? own : in->step_tokens;
+  qs_memory_plan p = qs_memory_plan_make(&r, largest);
+  in->planned_bytes = p.total_bytes;
+  char line[512];
+  snprintf(line, sizeof line,
+           "memory plan (%s backend): weights %.2f GiB, fixed scratch %.2f GiB, %.3f MiB per token; token budget %ld "
+           "per step (%s); planned total %.2f GiB for steps of up to %ld tokens (the pass has %ld)",
+           in->backend_name, p.weight_bytes / GIB, p.fixed_bytes / GIB, p.per_token_bytes / (1024.0 * 1024.0),
+           in->step_tokens, why, p.total_bytes / GIB, largest, own);
+  qs_job_log(log, "INFO", "%s", line);
+  if (live) {
+    fprintf(live, "%s%s%s\n", label ? label : "", label ? " " : "", line);
+    fflush(live);
+  }
+  if (s->token_budget > 0 && free_bytes && p.total_bytes + qs_memory_margin(free_bytes) > free_bytes)
+    qs_job_log(log, "WARNING",
+               "the planned %.2f GiB exceed the device's %.2f GiB of free memory less its margin; lower "
+               "backend.token_budget if the pass runs out of memory",
+               p.total_bytes / GIB, free_bytes / GIB);
+  return true;
+}
+
+/* One line after the pass: the most device memory the CUDA backend held,
+ * or the process's peak resident set on the host backend. */
+static void log_peak_memory(const pass_inputs *in, qs_strbuf *log) {
+#ifdef QSENS_HAVE_CUDA
+  if (strcmp(in->backend_name, "cuda") == 0) {
+    qs_job_log(log, "INFO", "peak memory: %.2f GiB of GPU memory held by the cuda backend (planned %.2f GiB)",
+               qs_cuda_backend_peak_bytes(in->be) / GIB, in->planned_bytes / GIB);
+    return;
+  }
+#endif
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) == 0) /* ru_maxrss is in KiB on Linux */
+    qs_job_log(log, "INFO", "peak memory: host backend, process max RSS %.2f GiB (planned %.2f GiB)",
+               (double)usage.ru_maxrss * 1024.0 / GIB, in->planned_bytes / GIB);
+}
+
 static void free_inputs(pass_inputs *in) {
   if (in->be) qs_backend_destroy(in->be);
   free(in->seqs);
@@ -225,6 +348,7 @@ static bool score_pass(const qs_dist *d, const qs_job_settings *settings, const 
   opts.progress_label = label;
   opts.layer_slice = share->slice;
   opts.layer_slices = share->slices;
+  opts.step_tokens = in->step_tokens;
   qs_batch_opts batch = first->batch;
   batch.pad_id = in->pad_id;
   qs_engine_data data = {in->seqs, in->samples.count, &batch};
@@ -408,7 +532,9 @@ void qs_pass_run(const qs_dist *d, const qs_hydra_plan *plan, const qs_job_setti
   memset(&in, 0, sizeof in);
   qs_engine_cell *cells = qs_calloc(pass->njobs, sizeof *cells);
   bool ok = load_inputs(d, settings, pass, largest_job(settings, pass), &in, &log, &err) &&
+            plan_memory(settings, pass, qs_dist_is_root(d) ? stdout : NULL, label, &in, &log, &err) &&
             score_pass(d, settings, pass, share, label, &in, cells, &err);
+  if (ok) log_peak_memory(&in, &log);
   if (share->slices > 1) ok = sum_layer_slices(d, pass, cells, ok, &err);
   if (!in.captions_md5) in.captions_md5 = qs_calloc(pass->njobs, sizeof *in.captions_md5);
   pass_result result = {d, label, started, &in, qs_sb_str(&log), ok, &err};

@@ -6,13 +6,22 @@
 #include <math.h>
 #include <string.h>
 
-size_t qs_dtype_size(qs_dtype dtype) { return dtype == QS_BF16 ? 2 : 4; }
+size_t qs_dtype_size(qs_dtype dtype) {
+  switch (dtype) {
+    case QS_BF16: return 2;
+    case QS_F32:
+    case QS_I32: return 4;
+    case QS_F64: return 8;
+  }
+  return 4;
+}
 
 const char *qs_dtype_name(qs_dtype dtype) {
   switch (dtype) {
     case QS_F32: return "f32";
     case QS_BF16: return "bf16";
     case QS_I32: return "i32";
+    case QS_F64: return "f64";
   }
   return "?";
 }
@@ -98,6 +107,12 @@ static bool need_weight_dtype(const char *op, const qs_tensor *w, qs_error *err)
                  qs_dtype_name(w->dtype));
 }
 
+static bool need_float(const char *op, const char *what, const qs_tensor *t, qs_error *err) {
+  if (t->dtype == QS_F32 || t->dtype == QS_BF16) return true;
+  return qs_fail(err, QS_EXIT_RUNTIME, "%s: %s has dtype %s, expected f32 or bf16", op, what,
+                 qs_dtype_name(t->dtype));
+}
+
 static bool need_act(const char *op, const char *what, const qs_backend *be, const qs_tensor *t, qs_error *err) {
   return need_dtype(op, what, t, be->act_dtype, err);
 }
@@ -124,7 +139,9 @@ static bool need_head_dim(const char *op, const qs_tensor *raw, int head_dim, qs
 bool qs_op_linear(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tensor *y, bool accumulate,
                   qs_error *err) {
   const char *op = "linear";
-  if (!need_act(op, "x", be, x, err) || !need_act(op, "y", be, y, err) || !need_weight_dtype(op, w, err) ||
+  /* An f32 y keeps the unrounded output (the score's Y). */
+  if (y->dtype != QS_F32 && !need_act(op, "y", be, y, err)) return false;
+  if (!need_act(op, "x", be, x, err) || !need_weight_dtype(op, w, err) ||
       !need_shape(op, "x", x, x->rows, w->cols, err) || !need_shape(op, "y", y, x->rows, w->rows, err))
     return false;
   return be->ops->linear(be, x, w, y, accumulate, err);
@@ -195,11 +212,12 @@ bool qs_op_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_tensor
 }
 
 static bool check_attn_shape(const char *op, const qs_attn_shape *s, qs_error *err) {
-  if (s->heads > 0 && s->kv_heads > 0 && s->head_dim > 0 && s->heads % s->kv_heads == 0 && s->n_seqs >= 0 &&
-      s->max_seqlen >= 0)
-    return true;
-  return qs_fail(err, QS_EXIT_RUNTIME, "%s: bad shape (heads %d, kv_heads %d, head_dim %d, %d sequences)", op,
-                 s->heads, s->kv_heads, s->head_dim, s->n_seqs);
+  if (!(s->heads > 0 && s->kv_heads > 0 && s->head_dim > 0 && s->heads % s->kv_heads == 0 && s->n_seqs >= 0 &&
+        s->max_seqlen >= 0))
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: bad shape (heads %d, kv_heads %d, head_dim %d, %d sequences)", op,
+                   s->heads, s->kv_heads, s->head_dim, s->n_seqs);
+  return !s->key_start || (need_dtype(op, "key_start", s->key_start, QS_I32, err) &&
+                           need_numel(op, "key_start", s->key_start, s->n_seqs, err));
 }
 
 /* q, k, v (or their gradients) against the attention shape. */
@@ -284,6 +302,8 @@ bool qs_op_add(qs_backend *be, qs_tensor *acc, const qs_tensor *x, qs_error *err
 
 bool qs_op_copy(qs_backend *be, qs_tensor *dst, const qs_tensor *src, qs_error *err) {
   const char *op = "copy";
+  if (dst->dtype == QS_F64 || src->dtype == QS_F64)
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: f64 tensors (score accumulators) are not copied", op);
   if (dst->dtype == QS_I32 || src->dtype == QS_I32) {
     if (!need_dtype(op, "dst", dst, src->dtype, err)) return false;
   }
@@ -309,13 +329,13 @@ bool qs_op_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, 
 
 bool qs_op_amax_accumulate(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs_error *err) {
   const char *op = "amax_accumulate";
-  if (x->dtype == QS_I32) return qs_fail(err, QS_EXIT_RUNTIME, "%s: x has dtype i32, expected f32 or bf16", op);
-  if (!need_dtype(op, "acc", acc, QS_F32, err) || !need_numel(op, "acc", acc, 1, err)) return false;
+  if (!need_float(op, "x", x, err) || !need_dtype(op, "acc", acc, QS_F32, err) || !need_numel(op, "acc", acc, 1, err))
+    return false;
   return be->ops->amax_accumulate(be, x, acc, err);
 }
 
 bool qs_op_all_finite(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err) {
-  if (x->dtype == QS_I32) return qs_fail(err, QS_EXIT_RUNTIME, "all_finite: x has dtype i32, expected f32 or bf16");
+  if (!need_float("all_finite", "x", x, err)) return false;
   return be->ops->all_finite(be, x, finite, err);
 }
 
@@ -339,12 +359,6 @@ long qs_fq_amax_count(const qs_fq_spec *spec, long rows, long cols) {
   return 0;
 }
 
-static bool need_float(const char *op, const char *what, const qs_tensor *t, qs_error *err) {
-  if (t->dtype == QS_F32 || t->dtype == QS_BF16) return true;
-  return qs_fail(err, QS_EXIT_RUNTIME, "%s: %s has dtype %s, expected f32 or bf16", op, what,
-                 qs_dtype_name(t->dtype));
-}
-
 bool qs_op_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
                       qs_tensor *y, qs_error *err) {
   const char *op = "fake_quant";
@@ -357,13 +371,19 @@ bool qs_op_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x
   return be->ops->fake_quant(be, spec, x, amax, y, err);
 }
 
-bool qs_op_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                       const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err) {
+bool qs_op_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                       const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err) {
   const char *op = "quant_score";
-  if (!need_act(op, "x", be, x, err) || !need_act(op, "g", be, g, err) || !need_weight_dtype(op, w, err) ||
-      !need_float(op, "wq", wq, err) || !need_shape(op, "x", x, x->rows, w->cols, err) ||
-      !need_shape(op, "wq", wq, w->rows, w->cols, err) || !need_shape(op, "g", g, x->rows, w->rows, err))
+  long t = xr->rows, n = wr->rows;
+  if (!need_float(op, "xr", xr, err) || !need_float(op, "wr", wr, err) || !need_dtype(op, "y", y, QS_F32, err) ||
+      !need_act(op, "g", be, g, err) || !need_dtype(op, "acc", acc, QS_F64, err) ||
+      !need_shape(op, "xr", xr, t, wr->cols, err) || !need_shape(op, "y", y, t, n, err) ||
+      !need_shape(op, "g", g, t, n, err))
     return false;
-  if (xq && (!need_float(op, "xq", xq, err) || !need_shape(op, "xq", xq, x->rows, x->cols, err))) return false;
-  return be->ops->quant_score(be, x, xq, w, wq, g, mode, score, err);
+  if (slot < 0 || slot >= qs_tensor_numel(acc))
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: slot %ld is outside acc's %ld elements", op, slot,
+                   qs_tensor_numel(acc));
+  if (mode != QS_DELTA_ACCURATE && mode != QS_DELTA_MODELOPT)
+    return qs_fail(err, QS_EXIT_RUNTIME, "%s: unknown delta mode %d", op, (int)mode);
+  return be->ops->quant_score(be, xr, wr, y, g, mode, acc, slot, err);
 }

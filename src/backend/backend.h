@@ -29,11 +29,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/score_order.h"
 #include "core/error.h"
 #include "quant/format.h"
 #include "quant/fq.h"
 
-typedef enum qs_dtype { QS_F32, QS_BF16, QS_I32 } qs_dtype;
+/* F64 tensors only hold score accumulators (qs_op_quant_score). */
+typedef enum qs_dtype { QS_F32, QS_BF16, QS_I32, QS_F64 } qs_dtype;
 
 typedef struct qs_tensor {
   void *data; /* backend memory */
@@ -66,6 +68,15 @@ typedef struct qs_attn_shape {
   int heads, kv_heads, head_dim; /* heads % kv_heads == 0 */
   int n_seqs;                    /* B */
   int max_seqlen;                /* longest sequence (a launch-size hint) */
+  /* I32 [B] or NULL: in sequence b only keys at offsets >= key_start[b] are
+   * attended (left padding); a query at an offset < key_start[b] has no key:
+   * its output is 0, its lse is -INFINITY and it passes no gradient.
+   * 0 <= key_start[b] <= length of sequence b. */
+  const qs_tensor *key_start;
+  /* Host copy of cu_seqlens [B+1] or NULL; when given it must equal the
+   * device tensor, and a GPU backend then launches without reading the
+   * boundaries back. */
+  const int32_t *cu_seqlens_host;
 } qs_attn_shape;
 
 /* Which quantizer to apply: a format in a role (weight or activation), with
@@ -79,7 +90,7 @@ typedef struct qs_fq_spec {
 
 /* Precision of Δ = Y_r − Y (§4.3). */
 typedef enum qs_delta_mode {
-  QS_DELTA_ACCURATE, /* fp32 Δ without cancellation, fp32 G */
+  QS_DELTA_ACCURATE, /* Δ = Y_r − Y of unrounded fp32 GEMM outputs, in fp32; G as given */
   QS_DELTA_MODELOPT, /* Δ = bf16(bf16(Y_r) − bf16(Y)), G rounded to bf16 (ModelOpt parity) */
 } qs_delta_mode;
 
@@ -130,8 +141,8 @@ typedef struct qs_backend_ops {
   bool (*all_finite)(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
   bool (*fake_quant)(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax, qs_tensor *y,
                      qs_error *err);
-  bool (*quant_score)(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                      const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
+  bool (*quant_score)(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                      const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {
@@ -161,7 +172,8 @@ void qs_tensor_unimport(qs_backend *be, qs_tensor *t);
 
 /* ---- ops --------------------------------------------------------------- */
 
-/* y[T,out] = x[T,in]·w[out,in]ᵀ (added to y when accumulate). */
+/* y[T,out] = x[T,in]·w[out,in]ᵀ (added to y when accumulate); y has the
+ * activation dtype or F32 (the unrounded fp32 output). */
 bool qs_op_linear(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tensor *y, bool accumulate,
                   qs_error *err);
 /* dx[T,in] = dy[T,out]·w[out,in] (added to dx when accumulate). */
@@ -190,12 +202,17 @@ bool qs_op_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_tensor
 /* Causal GQA attention within each packed sequence: q[T, H·hd],
  * k/v[T, Hkv·hd] (head-major), query head h reads kv head h / (H/Hkv);
  * o[T, H·hd]; lse[T, H] (F32) = logsumexp of each row of scaled scores,
- * scale 1/√hd. */
+ * scale 1/√hd. With shape->key_start, keys before it are masked (left
+ * padding) and a query with no key gets o = 0, lse = -INFINITY (never NaN).
+ * key_start values are checked on the CPU backend, the caller's duty
+ * elsewhere. */
 bool qs_op_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
                      const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
                      qs_error *err);
 /* Gradients of qs_op_attention given d_o = dL/do; dk and dv sum the n_rep
- * query heads of each kv head (k and v are never replicated). */
+ * query heads of each kv head (k and v are never replicated). With
+ * key_start: dq = 0 at queries without a key, and dk = dv = 0 at masked
+ * keys (no query reads them). */
 bool qs_op_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
                          const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o,
                          const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk,
@@ -211,7 +228,8 @@ bool qs_op_embedding(qs_backend *be, const qs_tensor *ids, const qs_tensor *tabl
                      qs_error *err);
 /* acc += x (same shape). */
 bool qs_op_add(qs_backend *be, qs_tensor *acc, const qs_tensor *x, qs_error *err);
-/* dst = src (same element count; dtypes may differ: converts). */
+/* dst = src (same element count; dtypes may differ: converts between f32 and
+ * bf16; i32 copies only to i32; f64 accumulators are not copied). */
 bool qs_op_copy(qs_backend *be, qs_tensor *dst, const qs_tensor *src, qs_error *err);
 /* Fused lm_head + cross-entropy over token chunks of at most chunk_tokens
  * rows, so that only one chunk of logits [chunk, V] exists at a time.
@@ -238,9 +256,6 @@ float qs_rope_inv_freq(double theta, int head_dim, int i);
  * Spec quant-and-scoring.md §1 (fake quant), §4.2-4.3 (score). Appended
  * at the end of the op table: backends fill fake_quant and quant_score. */
 
-/* Terms of one fp32 partial sum of the score reduction. */
-#define QS_SCORE_PARTIAL_TERMS 4096
-
 /* Number of F32 amax values a static amax tensor of qs_op_fake_quant holds
  * for x [rows, cols]: 1 per tensor, rows per channel, rows·cols/128 per INT4
  * block; 0 when the format takes none (MXFP4, NONE). */
@@ -254,19 +269,24 @@ long qs_fq_amax_count(const qs_fq_spec *spec, long rows, long cols);
 bool qs_op_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
                       qs_tensor *y, qs_error *err);
 
-/* One Linear's score for one candidate and one batch (§4.2):
- *   *score = Σ over the [T, N] outputs e of clamp(G_e·Δ_e, −1e10, 1e10)²
- * with x [T, K] (activation dtype), xq = FQ_a(x) [T, K] or NULL for an
- * unquantized activation, w [N, K] and wq = FQ_w(w) [N, K] (F32 or BF16),
- * g = dL/dY [T, N] (activation dtype).
- *   accurate: Δ = xq·(wq − w)ᵀ + (xq − x)·wᵀ, one fp32 GEMM over the
- *             concatenated K axis (no cancellation); x·(wq − w)ᵀ without xq.
- *   modelopt: Δ = bf16(bf16(xq·wqᵀ) − bf16(x·wᵀ)), G rounded to bf16.
- * G·Δ, clamp and square are fp32. The reduction order is fixed: every run
- * of at most QS_SCORE_PARTIAL_TERMS consecutive elements of an output row is
- * an fp32 partial summed in column order; partials are added in fp64 in
- * row-major order. A NaN anywhere gives a NaN score. */
-bool qs_op_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                       const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
+/* One Linear's score for one candidate and one batch (§4.2), added to acc[slot]:
+ *   acc[slot] += Σ over the [T, N] outputs e of clamp(G_e·Δ_e, −1e10, 1e10)²
+ * xr = FQ_a(x), or x itself for an unquantized activation [T, K] (activation
+ * dtype, or F32/BF16), wr = FQ_w(w) [N, K] (F32 or BF16), y = x·wᵀ [T, N] F32
+ * as qs_op_linear computes it with an F32 output, g = dL/dY [T, N]
+ * (activation dtype), acc an F64 tensor, 0 <= slot < numel(acc). The values
+ * of xr and wr are bf16 values (FQ outputs, or bf16 activations).
+ *   accurate: Δ = Y_r − y in fp32, Y_r = xr·wrᵀ with fp32 accumulation (§4.3).
+ *   modelopt: Δ = bf16(bf16(Y_r) − bf16(y)), G rounded to bf16.
+ * G·Δ, clamp and square are fp32. Reduction order (fixed, the same on every
+ * backend, see backend/score_order.h): each output row is cut into runs of
+ * QS_SCORE_PARTIAL_TERMS columns; a run's fp32 partial is 32 lane sums of
+ * the columns begin + l, begin + l + 32, … (in that order) joined by a fixed
+ * xor butterfly; the partials of the call are combined in fp64 (partial i
+ * into accumulator i mod 256 in increasing i, then a fixed tree) and the
+ * total is added to acc[slot]. Nothing is downloaded: the op does not wait
+ * for the device. A NaN anywhere makes acc[slot] NaN. */
+bool qs_op_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                       const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err);
 
 #endif

@@ -29,26 +29,29 @@ static bool check_one_logical(const qs_batch *src, size_t index, size_t batch_si
                  index, src->first_seq, src->first_seq + src->n_seqs - 1, batch_size);
 }
 
+static int32_t *copy_i32(const int32_t *src, size_t n) {
+  int32_t *dst = qs_malloc((n ? n : 1) * sizeof *dst);
+  memcpy(dst, src, n * sizeof *dst);
+  return dst;
+}
+
 static void copy_batch(const qs_batch *src, eng_batch *dst) {
   dst->logical = src->first_logical;
   dst->n_seqs = (int)src->n_seqs;
   dst->tokens = (long)src->n_tokens;
-  dst->cu_seqlens = qs_malloc((src->n_seqs + 1) * sizeof(int32_t));
-  memcpy(dst->cu_seqlens, src->cu_seqlens, (src->n_seqs + 1) * sizeof(int32_t));
-  size_t bytes = (src->n_tokens ? src->n_tokens : 1) * sizeof(int32_t);
-  dst->ids = qs_malloc(bytes);
-  memcpy(dst->ids, src->input_ids, src->n_tokens * sizeof(int32_t));
-  dst->labels = qs_malloc(bytes);
+  dst->cu_seqlens = copy_i32(src->cu_seqlens, src->n_seqs + 1);
+  dst->ids = copy_i32(src->input_ids, src->n_tokens);
+  dst->labels = qs_malloc((src->n_tokens ? src->n_tokens : 1) * sizeof(int32_t));
   labels_from_targets(src, dst->labels);
+  if (!src->attention_mask) return;
+  dst->positions = copy_i32(src->positions, src->n_tokens);
+  dst->attention_mask = qs_malloc(src->n_tokens ? src->n_tokens : 1);
+  memcpy(dst->attention_mask, src->attention_mask, src->n_tokens);
 }
 
 bool eng_batches_build(const struct qs_token_seq *seqs, size_t n, const struct qs_batch_opts *opts,
                        eng_batches *out, qs_error *err) {
   memset(out, 0, sizeof *out);
-  if (opts->padding != QS_PADDING_PACKED)
-    return qs_fail(err, QS_EXIT_USAGE,
-                   "dataset.padding=max_length is not supported by the scoring engine: the model runs packed "
-                   "batches only (use dataset.padding=packed)");
   qs_batch_plan plan;
   if (!qs_batch_plan_build(seqs, n, opts, &plan, err)) return false;
   out->batch_size = opts->batch_size;
@@ -56,6 +59,7 @@ bool eng_batches_build(const struct qs_token_seq *seqs, size_t n, const struct q
   out->calib_limit = opts->calib_batches;
   out->max_length = opts->max_length;
   out->pad_id = opts->pad_id;
+  out->padded = opts->padding == QS_PADDING_MAX_LENGTH;
   out->items = qs_calloc(plan.count ? plan.count : 1, sizeof *out->items);
   bool ok = true;
   for (size_t i = 0; ok && i < plan.count; i++) {
@@ -75,6 +79,8 @@ void eng_batches_free(eng_batches *b) {
     free(b->items[i].cu_seqlens);
     free(b->items[i].ids);
     free(b->items[i].labels);
+    free(b->items[i].positions);
+    free(b->items[i].attention_mask);
   }
   free(b->items);
   free(b->sample_tokens);
@@ -87,4 +93,79 @@ eng_size_steps eng_size_steps_for(const eng_batches *b, size_t n_samples) {
   s.n_calib = b->calib_limit && b->calib_limit < n_logical ? b->calib_limit : n_logical;
   s.n_score = qs_score_batch_count(b->score_size, b->batch_size, n_logical);
   return s;
+}
+
+static bool is_cut(size_t logical, const size_t *cuts, size_t ncuts) {
+  for (size_t i = 0; i < ncuts; i++)
+    if (cuts[i] == logical) return true;
+  return false;
+}
+
+/* The smallest power of two above first: steps stay within [2^k, 2^(k+1)). */
+static size_t aligned_end(size_t first) {
+  size_t end = 1;
+  while (end <= first) end *= 2;
+  return end;
+}
+
+size_t eng_step_end(const eng_batches *b, size_t first, size_t limit, const size_t *cuts, size_t ncuts,
+                    long step_tokens) {
+  size_t end = first + 1, block_end = aligned_end(first);
+  long tokens = b->items[first].tokens;
+  while (end < limit && end < block_end && !is_cut(end, cuts, ncuts) && tokens + b->items[end].tokens <= step_tokens)
+    tokens += b->items[end++].tokens;
+  return end;
+}
+
+/* Appends n values of src at dst + at, or nothing when src is NULL. */
+static void append_i32(int32_t *dst, size_t at, const int32_t *src, size_t n) {
+  if (src) memcpy(dst + at, src, n * sizeof *dst);
+}
+
+void eng_step_build(const eng_batches *b, size_t first, size_t end, eng_step *s) {
+  memset(s, 0, sizeof *s);
+  s->first = first;
+  s->count = end - first;
+  for (size_t i = first; i < end; i++) {
+    s->n_seqs += b->items[i].n_seqs;
+    s->tokens += b->items[i].tokens;
+  }
+  size_t t_all = s->tokens ? (size_t)s->tokens : 1;
+  s->cu_seqlens = qs_malloc(((size_t)s->n_seqs + 1) * sizeof(int32_t));
+  s->ids = qs_malloc(t_all * sizeof(int32_t));
+  s->labels = qs_malloc(t_all * sizeof(int32_t));
+  s->positions = b->padded ? qs_malloc(t_all * sizeof(int32_t)) : NULL;
+  s->attention_mask = b->padded ? qs_malloc(t_all) : NULL;
+  s->group_seq = qs_malloc((s->count + 1) * sizeof(int32_t));
+  s->group_rows = qs_malloc((s->count + 1) * sizeof(long));
+  size_t seq = 0, row = 0;
+  for (size_t g = 0; g < s->count; g++) {
+    const eng_batch *src = &b->items[first + g];
+    s->group_seq[g] = (int32_t)seq;
+    s->group_rows[g] = (long)row;
+    for (int k = 0; k < src->n_seqs; k++) s->cu_seqlens[seq + (size_t)k] = (int32_t)row + src->cu_seqlens[k];
+    size_t n = (size_t)src->tokens;
+    append_i32(s->ids, row, src->ids, n);
+    append_i32(s->labels, row, src->labels, n);
+    if (b->padded) {
+      append_i32(s->positions, row, src->positions, n);
+      memcpy(s->attention_mask + row, src->attention_mask, n);
+    }
+    seq += (size_t)src->n_seqs;
+    row += n;
+  }
+  s->cu_seqlens[seq] = (int32_t)row;
+  s->group_seq[s->count] = (int32_t)seq;
+  s->group_rows[s->count] = (long)row;
+}
+
+void eng_step_free(eng_step *s) {
+  free(s->cu_seqlens);
+  free(s->ids);
+  free(s->labels);
+  free(s->positions);
+  free(s->attention_mask);
+  free(s->group_seq);
+  free(s->group_rows);
+  memset(s, 0, sizeof *s);
 }

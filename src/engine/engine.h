@@ -8,27 +8,43 @@
  *      amax; each size gets the snapshot taken after its own (prefix) batches;
  *   2. scoring: forward and activation-gradient backward over the score
  *      batches; for every searched Linear, while its X and G = dL/dY are at
- *      hand, every cell whose size includes the batch adds
- *      Σ clamp(G·Δ, ±1e10)² with Δ from its fake-quantized W (cached per
- *      weight quantizer) and X (its size's static amax, or dynamic).
+ *      hand, Y = X·Wᵀ is formed once and every cell whose size includes the
+ *      batch adds Σ clamp(G·Δ, ±1e10)² with Δ = FQ_a(X)·FQ_w(W)ᵀ − Y: W is
+ *      the model's own weight, quantized into one scratch per weight
+ *      quantizer, X quantized with its size's static amax or dynamically.
  *      Cells that quantize a Linear's W and X identically (weight-only and
  *      dynamic pairs at every size; static pairs whose sizes end calibration
- *      with the same amax) share one score computation per visit.
+ *      with the same amax) share one score computation per visit. Scores
+ *      are summed on the backend and downloaded once per step.
  * A cell's result equals running the pass with that cell alone, bit for bit:
  * the unquantized X and G do not depend on the cells, and every reduction
  * has a fixed order.
  *
+ * Steps: the model normalizes the loss per logical batch (batch_size
+ * samples, the existing flow's), so each logical batch is one loss group;
+ * step_tokens lets consecutive logical batches share one model run (a step)
+ * while its tokens stay within the budget. Steps never straddle the end of
+ * a size's calibration or score batches, and dynamic amax are taken per
+ * logical batch, so grouping changes results only by fp32 rounding (GEMM
+ * shapes). Steps also stay within blocks [2^k, 2^(k+1)) of logical
+ * batches, so that the bit-for-bit equality above holds with step_tokens
+ * too whenever the pass's other sizes end their calibration and scoring at
+ * powers of two (the standard 16/128/512 samples of 8, 16 score batches):
+ * the cell is then stepped exactly as when alone.
+ *
  * Pads: the padded reference flow runs left-padded rows whose pad positions
  * attend to nothing (the model's convention: a fully masked attention row
  * outputs 0), so every pad position holds the same hidden state, whatever
- * its position. With calib_pad_policy=include the engine computes that one
- * pad row (the batch options' pad_id alone, with the attention output
- * zeroed) and lets its Linear inputs enter every static amax and every
- * dynamic amax, as the pads of every padded batch would.
+ * its position. With packed batches and calib_pad_policy=include the engine
+ * computes that one pad row (the batch options' pad_id alone, with the
+ * attention output zeroed) and lets its Linear inputs enter every static
+ * amax and every dynamic amax, as the pads of every padded batch would.
+ * With dataset.padding=max_length the pads are rows of the batches (their
+ * G is 0 except at the pad-context target), so they enter every amax and
+ * score as in the reference flow; calib_pad_policy=exclude is then refused.
  *
- * Batches are packed (dataset.padding=packed). Each packed batch must be one
- * logical batch of batch_size samples, because the model normalizes the loss
- * per packed batch as the existing flow does per logical batch. */
+ * A packed batch must be one logical batch of batch_size samples (the loss
+ * normalization above); padded batches always are. */
 #ifndef QSENS_ENGINE_ENGINE_H
 #define QSENS_ENGINE_ENGINE_H
 
@@ -75,12 +91,13 @@ typedef struct qs_engine_options {
   const char *const *disabled_layers; /* fnmatch globs on module names: NONE-only Linears */
   size_t n_disabled_layers;
   long lm_chunk_tokens;         /* logits rows alive at once; <= 0: the model's default */
+  long step_tokens;             /* tokens per step (0: one logical batch per step) */
   /* parallel.mode=layers: this rank scores only the decoder layers l with
    * l % layer_slices == layer_slice (the lm_head counts as layer L); the
    * other Linears keep raw score 0, so a SUM over the ranks' cells gives the
    * full scores exactly. layer_slices <= 1: score every Linear. */
   int layer_slice, layer_slices;
-  FILE *progress;               /* one line per batch; NULL: silent (ranks other than 0) */
+  FILE *progress;               /* one line per step, counting logical batches; NULL: silent (ranks other than 0) */
   const char *progress_label;   /* prefix of progress lines, e.g. "pass 1/3"; NULL: none */
 } qs_engine_options;
 
@@ -104,11 +121,11 @@ typedef struct qs_engine_cell {
 typedef struct qs_engine_data {
   const struct qs_token_seq *seqs;
   size_t n_seqs;                       /* at least every cell's n_samples */
-  const struct qs_batch_opts *batch;   /* text/batch.h options (packed) */
+  const struct qs_batch_opts *batch;   /* text/batch.h options (packed or padded) */
 } qs_engine_data;
 
 /* Runs one pass over lm on be. Fails (status 2) on a bad pair name, an
- * unsupported layout, a disabled_layers glob that splits a group, a
+ * unsupported layout (calib_pad_policy=exclude with padded batches), a disabled_layers glob that splits a group, a
  * Linear width that is not a whole number of a format's blocks; (status 1) on
  * a non-finite loss, gradient or score, naming the Linear, the pair and the
  * batch. */

@@ -41,7 +41,7 @@ typedef struct grad_bufs {
 
 /* Per-batch memory, carved from one backend allocation kept across runs. */
 typedef struct run_bufs {
-  qs_tensor ids, positions, targets, cu_seqlens;
+  qs_tensor ids, positions, targets, cu_seqlens, key_start;
   qs_tensor *resid; /* layer inputs: [L+1] with a backward, else 2 in turn */
   layer_acts *acts; /* [L] when kept, else 1 */
   qs_tensor proj;   /* output of o_proj / down_proj before the residual add */
@@ -59,6 +59,10 @@ struct qs_qwen3 {
   qs_tensor arena;
   size_t arena_bytes;
   run_bufs bufs;
+  /* Loss groups of the last run (host): valid targets and mean loss of each. */
+  long *group_valid;
+  double *group_loss;
+  int group_cap;
 };
 
 /* State of one qs_qwen3_run. */
@@ -69,6 +73,8 @@ typedef struct run_ctx {
   bool backward;
   long tokens;
   qs_attn_shape shape;
+  int n_groups;
+  long head_row0; /* first batch row of the lm_head call in progress */
 } run_ctx;
 
 void qs_qwen3_linear_path(int layer, qs_linear_kind kind, char *buf, size_t size) {
@@ -176,6 +182,8 @@ void qs_qwen3_destroy(qs_qwen3 *m) {
   qs_tensor_free(m->be, &m->arena);
   free(m->bufs.resid);
   free(m->bufs.acts);
+  free(m->group_valid);
+  free(m->group_loss);
   free(m->layers);
   free(m);
 }
@@ -249,6 +257,7 @@ static void carve_all(qs_qwen3 *m, carver *c, long t, int n_seqs, bool backward)
   carve(c, &b->positions, QS_I32, t, 1);
   carve(c, &b->targets, QS_I32, t, 1);
   carve(c, &b->cu_seqlens, QS_I32, (long)n_seqs + 1, 1);
+  carve(c, &b->key_start, QS_I32, n_seqs, 1);
   for (int i = 0; i < resid_count(m, backward); i++) carve(c, &b->resid[i], act, t, m->cfg.hidden);
   for (int i = 0; i < acts_count(m, backward); i++) carve_acts(c, &m->cfg, act, t, &b->acts[i]);
   carve(c, &b->proj, act, t, m->cfg.hidden);
@@ -278,6 +287,49 @@ static bool prepare_bufs(qs_qwen3 *m, long t, int n_seqs, bool backward, qs_erro
 
 /* ---- batch checks and targets ------------------------------------------ */
 
+/* Pads (mask 0) of sequence s that come before its first real token. */
+static int leading_pads(const qs_qwen3_batch *b, int s) {
+  int n = 0;
+  for (long t = b->cu_seqlens[s]; t < b->cu_seqlens[s + 1] && !b->attention_mask[t]; t++) n++;
+  return n;
+}
+
+/* Only left padding: after the leading pads every token is real. */
+static bool check_mask(const qs_qwen3_batch *b, qs_error *err) {
+  for (int s = 0; s < b->n_seqs; s++)
+    for (long t = b->cu_seqlens[s] + leading_pads(b, s); t < b->cu_seqlens[s + 1]; t++)
+      if (b->attention_mask[t] != 1)
+        return qs_fail(err, QS_EXIT_RUNTIME,
+                       "batch %ld: attention_mask of sequence %d is not left padding: value %d at token %ld (only "
+                       "0s, then 1s)",
+                       b->index, s, b->attention_mask[t], t);
+  return true;
+}
+
+static int group_count(const qs_qwen3_batch *b) { return b->group_seq ? b->n_groups : 1; }
+
+/* Sequences [*first, *last) of group g. */
+static void group_seqs(const qs_qwen3_batch *b, int g, int *first, int *last) {
+  *first = b->group_seq ? b->group_seq[g] : 0;
+  *last = b->group_seq ? b->group_seq[g + 1] : b->n_seqs;
+}
+
+static bool check_groups(const qs_qwen3_batch *b, qs_error *err) {
+  if (!b->group_seq) return true;
+  if (b->n_groups < 1)
+    return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: group_seq is given with %d loss groups (need at least 1)",
+                   b->index, b->n_groups);
+  const int32_t *gs = b->group_seq;
+  if (gs[0] != 0 || gs[b->n_groups] != b->n_seqs)
+    return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: group_seq must run from 0 to %d sequences (got %d to %d)",
+                   b->index, b->n_seqs, gs[0], gs[b->n_groups]);
+  for (int g = 0; g < b->n_groups; g++)
+    if (gs[g + 1] < gs[g])
+      return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: group_seq decreases at loss group %d (%d > %d)", b->index, g,
+                     gs[g], gs[g + 1]);
+  return true;
+}
+
 static bool check_batch(const qs_qwen3 *m, const qs_qwen3_batch *b, qs_error *err) {
   if (b->n_seqs < 0) return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: negative sequence count", b->index);
   if (b->n_seqs > 0 && b->cu_seqlens[0] != 0)
@@ -298,26 +350,58 @@ static bool check_batch(const qs_qwen3 *m, const qs_qwen3_batch *b, qs_error *er
       return qs_fail(err, QS_EXIT_RUNTIME, "batch %ld: position %d at token %ld is negative", b->index,
                      b->positions[i], i);
   }
-  return true;
+  return (!b->attention_mask || check_mask(b, err)) && check_groups(b, err);
 }
 
-/* Shifted targets (token t predicts label t+1 of its own sequence), the
- * positions and the valid-target count, on the host. */
-static long host_targets(const qs_qwen3_batch *b, int32_t *targets, int32_t *positions, int *longest) {
-  long n_valid = 0;
+/* The label of token t: as given, else its id when it is real. */
+static int32_t label_of(const qs_qwen3_batch *b, long t) {
+  if (b->labels) return b->labels[t];
+  return b->attention_mask && !b->attention_mask[t] ? QS_IGNORE_LABEL : b->ids[t];
+}
+
+/* Shifted targets (token t predicts label t+1 of its own sequence) and the
+ * positions, on the host. */
+static void host_targets(const qs_qwen3_batch *b, int32_t *targets, int32_t *positions, int *longest) {
   *longest = 0;
   for (int s = 0; s < b->n_seqs; s++) {
     long begin = b->cu_seqlens[s], end = b->cu_seqlens[s + 1];
     if (end - begin > *longest) *longest = (int)(end - begin);
     for (long t = begin; t < end; t++) {
-      int32_t next = QS_IGNORE_LABEL;
-      if (t + 1 < end) next = b->labels ? b->labels[t + 1] : b->ids[t + 1];
-      targets[t] = next;
-      n_valid += next != QS_IGNORE_LABEL;
+      targets[t] = t + 1 < end ? label_of(b, t + 1) : QS_IGNORE_LABEL;
       positions[t] = b->positions ? b->positions[t] : (int32_t)(t - begin);
     }
   }
-  return n_valid;
+}
+
+/* Valid targets of every loss group into m->group_valid; returns the total. */
+static long count_group_targets(qs_qwen3 *m, const qs_qwen3_batch *b, const int32_t *targets) {
+  int n = group_count(b);
+  if (n > m->group_cap) {
+    m->group_valid = qs_realloc(m->group_valid, (size_t)n * sizeof *m->group_valid);
+    m->group_loss = qs_realloc(m->group_loss, (size_t)n * sizeof *m->group_loss);
+    m->group_cap = n;
+  }
+  long total = 0;
+  for (int g = 0; g < n; g++) {
+    int first, last;
+    group_seqs(b, g, &first, &last);
+    m->group_valid[g] = 0;
+    for (long t = b->cu_seqlens[first]; t < b->cu_seqlens[last]; t++)
+      m->group_valid[g] += targets[t] != QS_IGNORE_LABEL;
+    total += m->group_valid[g];
+  }
+  return total;
+}
+
+/* key_start of every sequence (its leading pads) for the attention. */
+static bool upload_key_start(run_ctx *r, qs_error *err) {
+  const qs_qwen3_batch *b = r->batch;
+  int32_t *ks = qs_malloc((size_t)(b->n_seqs ? b->n_seqs : 1) * sizeof(int32_t));
+  for (int s = 0; s < b->n_seqs; s++) ks[s] = leading_pads(b, s);
+  bool ok = qs_tensor_upload(r->m->be, &r->m->bufs.key_start, ks, err);
+  free(ks);
+  r->shape.key_start = &r->m->bufs.key_start;
+  return ok;
 }
 
 static bool upload_batch(run_ctx *r, long *n_valid, qs_error *err) {
@@ -326,11 +410,13 @@ static bool upload_batch(run_ctx *r, long *n_valid, qs_error *err) {
   int32_t *targets = qs_malloc((size_t)(r->tokens ? r->tokens : 1) * sizeof(int32_t));
   int32_t *positions = qs_malloc((size_t)(r->tokens ? r->tokens : 1) * sizeof(int32_t));
   int32_t zero = 0;
-  *n_valid = host_targets(b, targets, positions, &r->shape.max_seqlen);
+  host_targets(b, targets, positions, &r->shape.max_seqlen);
+  *n_valid = count_group_targets(r->m, b, targets);
   bool ok = qs_tensor_upload(r->m->be, &bufs->ids, b->ids, err) &&
             qs_tensor_upload(r->m->be, &bufs->targets, targets, err) &&
             qs_tensor_upload(r->m->be, &bufs->positions, positions, err) &&
-            qs_tensor_upload(r->m->be, &bufs->cu_seqlens, b->n_seqs > 0 ? b->cu_seqlens : &zero, err);
+            qs_tensor_upload(r->m->be, &bufs->cu_seqlens, b->n_seqs > 0 ? b->cu_seqlens : &zero, err) &&
+            (!b->attention_mask || upload_key_start(r, err));
   free(targets);
   free(positions);
   return ok;
@@ -434,34 +520,63 @@ static bool decoder_forward(run_ctx *r, qs_error *err) {
 
 /* ---- head -------------------------------------------------------------- */
 
+/* The hooks see rows of one group's call; the visitor gets batch rows. */
 static bool head_logits_hook(void *ctx, long row_begin, const qs_tensor *x, qs_tensor *logits, qs_error *err) {
   run_ctx *r = ctx;
-  qs_linear_site site = {-1, QS_LIN_LM_HEAD, r->batch->index, row_begin};
+  qs_linear_site site = {-1, QS_LIN_LM_HEAD, r->batch->index, r->head_row0 + row_begin};
   return r->visitor->forward(r->visitor->ctx, &site, x, logits, err);
 }
 
 static bool head_grad_hook(void *ctx, long row_begin, const qs_tensor *x, const qs_tensor *g, qs_error *err) {
   run_ctx *r = ctx;
   TRY(need_finite(r, g, -1, QS_LIN_LM_HEAD, "gradient dL/dY", err));
-  qs_linear_site site = {-1, QS_LIN_LM_HEAD, r->batch->index, row_begin};
+  qs_linear_site site = {-1, QS_LIN_LM_HEAD, r->batch->index, r->head_row0 + row_begin};
   return r->visitor->backward(r->visitor->ctx, &site, x, g, err);
 }
 
-/* Logits, loss and (with a backward) dL/d(final-normed hidden). */
-static bool head(run_ctx *r, long n_valid, qs_qwen3_result *res, qs_error *err) {
+/* Loss sum of group g (token rows [row0, row0 + rows)) and, when grads,
+ * those rows of dL/d(final-normed hidden) with grad scale 1/N_g (0 for a
+ * group without targets: its rows get no gradient). */
+static bool group_head(run_ctx *r, int g, long row0, long rows, bool grads, double *loss_sum, qs_error *err) {
   qs_qwen3 *m = r->m;
   const qs_qwen3_visitor *v = r->visitor;
   bool visit = v && v->include_lm_head;
   qs_lm_head_hooks hooks = {visit && v->forward ? head_logits_hook : NULL,
                             visit && v->backward ? head_grad_hook : NULL, r};
-  bool grads = r->backward && n_valid > 0;
+  long n_valid = m->group_valid[g];
   float scale = n_valid > 0 ? (float)(1.0 / (double)n_valid) : 0.0f;
-  TRY(qs_op_lm_head_xent(m->be, &m->bufs.hf, &m->lm_head, &m->bufs.targets, scale, m->opts.lm_chunk_tokens,
-                         &hooks, grads ? &m->bufs.grad.dh : NULL, &res->loss_sum, err));
-  if (!isfinite(res->loss_sum))
-    return qs_fail(err, QS_EXIT_RUNTIME, "non-finite loss in batch %ld", r->batch->index);
+  qs_tensor hf = qs_tensor_rows(&m->bufs.hf, row0, rows), targets = qs_tensor_rows(&m->bufs.targets, row0, rows);
+  qs_tensor dh = grads ? qs_tensor_rows(&m->bufs.grad.dh, row0, rows) : (qs_tensor){0};
+  r->head_row0 = row0;
+  return qs_op_lm_head_xent(m->be, &hf, &m->lm_head, &targets, scale, m->opts.lm_chunk_tokens, &hooks,
+                            grads ? &dh : NULL, loss_sum, err);
+}
+
+/* Logits, loss and (with a backward) dL/d(final-normed hidden), one
+ * lm_head call per loss group. */
+static bool head(run_ctx *r, long n_valid, qs_qwen3_result *res, qs_error *err) {
+  qs_qwen3 *m = r->m;
+  const qs_qwen3_batch *b = r->batch;
+  bool grads = r->backward && n_valid > 0;
+  double loss_mean = 0.0;
+  for (int g = 0; g < r->n_groups; g++) {
+    int first, last;
+    group_seqs(b, g, &first, &last);
+    long row0 = b->cu_seqlens[first], rows = b->cu_seqlens[last] - row0;
+    double loss_sum = 0.0;
+    if (rows > 0) TRY(group_head(r, g, row0, rows, grads, &loss_sum, err));
+    if (!isfinite(loss_sum)) {
+      if (!b->group_seq) return qs_fail(err, QS_EXIT_RUNTIME, "non-finite loss in batch %ld", b->index);
+      return qs_fail(err, QS_EXIT_RUNTIME, "non-finite loss in loss group %d of batch %ld", g, b->index);
+    }
+    m->group_loss[g] = m->group_valid[g] > 0 ? loss_sum / (double)m->group_valid[g] : 0.0;
+    res->loss_sum += loss_sum;
+    loss_mean += m->group_loss[g];
+  }
   res->n_valid = n_valid;
-  res->loss = n_valid > 0 ? res->loss_sum / (double)n_valid : 0.0;
+  res->n_groups = r->n_groups;
+  res->group_loss = m->group_loss;
+  res->loss = r->n_groups == 1 ? m->group_loss[0] : loss_mean / r->n_groups;
   return true;
 }
 
@@ -538,8 +653,15 @@ bool qs_qwen3_run(qs_qwen3 *m, const qs_qwen3_batch *batch, bool backward, const
                   qs_qwen3_result *result, qs_error *err) {
   memset(result, 0, sizeof *result);
   TRY(check_batch(m, batch, err));
-  run_ctx r = {m, batch, visitor, backward, qs_batch_tokens(batch),
-               {m->cfg.heads, m->cfg.kv_heads, m->cfg.head_dim, batch->n_seqs, 0}};
+  run_ctx r = {m,
+               batch,
+               visitor,
+               backward,
+               qs_batch_tokens(batch),
+               {m->cfg.heads, m->cfg.kv_heads, m->cfg.head_dim, batch->n_seqs, 0, NULL,
+                batch->n_seqs > 0 ? batch->cu_seqlens : NULL},
+               group_count(batch),
+               0};
   TRY(prepare_bufs(m, r.tokens, batch->n_seqs, backward, err));
   long n_valid;
   TRY(upload_batch(&r, &n_valid, err));
@@ -547,4 +669,12 @@ bool qs_qwen3_run(qs_qwen3 *m, const qs_qwen3_batch *batch, bool backward, const
   TRY(head(&r, n_valid, result, err));
   if (!backward || n_valid == 0) return true;
   return decoder_backward(&r, err);
+}
+
+const qs_tensor *qs_qwen3_linear_weight(const qs_qwen3 *m, int layer, qs_linear_kind kind) {
+  if (layer < 0 || kind == QS_LIN_LM_HEAD) return &m->lm_head;
+  if (layer >= m->cfg.layers || kind > QS_LIN_DOWN) return NULL;
+  const layer_weights *w = &m->layers[layer];
+  const qs_tensor *by_kind[] = {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down};
+  return by_kind[kind];
 }

@@ -24,7 +24,10 @@
 /* Label value of a token that is not a target (as in HF). */
 #define QS_IGNORE_LABEL (-100)
 
-/* A packed batch: B sequences concatenated into T tokens (host memory). */
+/* A packed batch: B sequences concatenated into T tokens (host memory).
+ * A padded batch is the same with every sequence a left-padded row and
+ * attention_mask set (spec §6: HF's padded layout, positions as HF makes
+ * them from the mask). */
 typedef struct qs_qwen3_batch {
   long index;                /* batch number, used in messages */
   int n_seqs;                /* B */
@@ -32,10 +35,23 @@ typedef struct qs_qwen3_batch {
   const int32_t *ids;        /* [T] token ids */
   /* [T] HF-style labels (unshifted): token t of a sequence is the target of
    * token t-1 of the same sequence unless labels[t] == QS_IGNORE_LABEL; the
-   * first token of a sequence is never a target. NULL: every next token. */
+   * first token of a sequence is never a target. NULL: every next token
+   * that is real (all of them without attention_mask). */
   const int32_t *labels;
   /* [T] RoPE positions; NULL: 0..n-1 within every sequence. */
   const int32_t *positions;
+  /* [T] 1 real, 0 pad; NULL: all real. Only left padding: within a sequence
+   * every pad comes before every real token (anything else fails naming the
+   * sequence and batch). Pads are never attended as keys; a pad query
+   * attends to nothing (its attention output is 0). */
+  const uint8_t *attention_mask;
+  /* Loss groups: several logical batches in one step. L = Σ_g L_g with L_g
+   * the mean loss over group g's valid targets, so every G of a group equals
+   * that of running the group alone. group_seq [n_groups+1]: group g is
+   * sequences [group_seq[g], group_seq[g+1]) (0 = first <= ... <= last = B).
+   * NULL: one group of all B sequences (n_groups is then ignored). */
+  int n_groups;
+  const int32_t *group_seq;
 } qs_qwen3_batch;
 
 static inline long qs_batch_tokens(const qs_qwen3_batch *b) { return b->n_seqs > 0 ? b->cu_seqlens[b->n_seqs] : 0; }
@@ -46,8 +62,9 @@ typedef struct qs_qwen3_options {
 } qs_qwen3_options;
 
 /* Where a visited Linear sits. For the lm_head, X and Y/G are visited per
- * chunk of tokens starting at row_begin; for every other Linear row_begin is
- * 0 and the tensors cover the whole batch. */
+ * chunk of tokens starting at batch row row_begin (chunks never straddle two
+ * loss groups); for every other Linear row_begin is 0 and the tensors cover
+ * the whole batch. */
 typedef struct qs_linear_site {
   int layer; /* -1 for the lm_head */
   qs_linear_kind kind;
@@ -75,9 +92,15 @@ typedef struct qs_qwen3_visitor {
 } qs_qwen3_visitor;
 
 typedef struct qs_qwen3_result {
-  double loss_sum; /* Σ over valid targets of -log p(target) */
-  long n_valid;    /* N, valid targets in the batch */
-  double loss;     /* loss_sum / N; 0 when N == 0 */
+  double loss_sum; /* Σ over all valid targets of the batch of -log p(target) */
+  long n_valid;    /* N, valid targets in the whole batch (all groups) */
+  /* Mean of the group losses L_g (groups without a valid target count as 0);
+   * with one group: loss_sum / N, 0 when N == 0. */
+  double loss;
+  int n_groups; /* groups of the run (1 without group_seq) */
+  /* [n_groups] mean loss of each group (0 when it has no valid target);
+   * model memory valid until the next run. */
+  const double *group_loss;
 } qs_qwen3_result;
 
 typedef struct qs_qwen3 qs_qwen3;
@@ -97,5 +120,11 @@ bool qs_qwen3_run(qs_qwen3 *m, const qs_qwen3_batch *batch, bool backward, const
 
 /* "layers.3.self_attn.q_proj", "layers.0.mlp.down_proj", "lm_head" into buf. */
 void qs_qwen3_linear_path(int layer, qs_linear_kind kind, char *buf, size_t size);
+
+/* The backend weight [out, in] the model runs a Linear with (layer -1 or
+ * kind QS_LIN_LM_HEAD: the head, which is the embedding table when tied), so
+ * callers need no copy of their own; valid while the model lives. NULL for a
+ * layer out of range. */
+const qs_tensor *qs_qwen3_linear_weight(const qs_qwen3 *m, int layer, qs_linear_kind kind);
 
 #endif

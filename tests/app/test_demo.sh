@@ -49,6 +49,16 @@ same_cell() {   # dir_a dir_b: every cell file byte-identical
   hydra.sweep.dir=sweep >sweep.out 2>sweep.err
 check "demo sweep exits 0" test $? -eq 0
 check "21 jobs fused into one pass" grep -qx 'qsens: 21 jobs in 1 pass (the cells of a pass share one calibration and forward/backward)' sweep.out
+# The pass's memory plan (the CPU default budget; planned for the pass's few hundred tokens) and its peak, once.
+plan_re='\]\[qsens\]\[INFO\] - memory plan \(cpu backend\): weights [0-9.]+ GiB, fixed scratch [0-9.]+ GiB, [0-9.]+ MiB per token; token budget 4096 per step \(null: CPU default\); planned total [0-9.]+ GiB for steps of up to [0-9]+ tokens \(the pass has [0-9]+\)$'
+check "the memory plan is printed once" test "$(grep -cE "$plan_re" sweep.out)" -eq 1
+check "the plan is for the pass's own tokens" \
+  bash -c "grep -E '$plan_re' sweep.out | grep -qE 'steps of up to ([0-9]+) tokens \\(the pass has \\1\\)'"
+check "the peak memory is printed once" \
+  test "$(grep -cE '\]\[qsens\]\[INFO\] - peak memory: host backend, process max RSS [0-9.]+ GiB \(planned [0-9.]+ GiB\)$' sweep.out)" -eq 1
+check "a job log has the memory plan" grep -qE "$plan_re" sweep/20/qsens.log
+check "the plan is also printed when the pass starts" \
+  bash -c "grep -m1 -nE '^pass 1/1 (memory plan \\(cpu backend\\): |calibrate batch 1/)' sweep.out | grep -q 'memory plan'"
 for j in $(seq 0 20); do
   pair=${PAIRS[$((j / 3))]} size=${SIZES[$((j % 3))]}
   for f in ${pair}_autoquant_lm_autoquant_state.json ${pair}_autoquant_lm_quant_manifest.json \
@@ -100,6 +110,12 @@ done
 check "fused wint8_aint8 equals its separate run" same_cell fused/0 alone_wint8_aint8
 check "fused wfp8_afp16 equals its separate run" same_cell fused/1 alone_wfp8_afp16
 check "the 21-cell pass equals the separate run" same_cell sweep/19 alone_wint8_aint8
+# A set step budget smaller than a logical batch: each batch runs alone, and the log says where it came from.
+"$Q" quant_pair=wint8_aint8 dataset.size=medium "${SMALL[@]}" backend.token_budget=64 hydra.run.dir=budget64 \
+  >budget64.out 2>&1
+check "a run with backend.token_budget=64 exits 0" test $? -eq 0
+check "its plan names the set budget" \
+  grep -qE 'memory plan \(cpu backend\): .*; token budget 64 per step \(backend.token_budget\); planned total [0-9.]+ GiB for steps of up to 64 tokens' budget64.out
 
 # 5. two MPI ranks (two passes: delta_precision splits them) give the same artifacts as one.
 # The CPU GEMM (OpenBLAS) sums in an order that depends on its thread count and
@@ -146,14 +162,18 @@ printf 'name: wint3_afp8\nweight_format: int3\nact_format: fp8\nact_amax: static
 expect_error "unknown format in a pair file" 2 \
   "^qsens: error: config key 'quant_pair.weight_format': unknown number format 'int3'" \
   -cd extra quant_pair=wint3_afp8 hydra.run.dir=int3
-expect_error "padding=max_length" 2 "^qsens: error: config key 'dataset.padding': max_length .* use dataset.padding=packed$" \
-  dataset.padding=max_length hydra.run.dir=padded
+# The padded parity mode (left-padded rows of calib_seq_len, pad-context target) runs end to end.
+"$Q" quant_pair=wint8_aint8 "${SMALL[@]}" dataset.padding=max_length dataset.calib_seq_len=40 \
+  hydra.run.dir=padded >padded.out 2>&1
+check "a padded run finishes" grep -q '"status": "scored"' padded/qsens_run.json
+check "a padded run records its row length" grep -q '"seq_len": 40' padded/wint8_aint8_autoquant_lm_autoquant_state.json
 expect_error "a bad backend" 2 "^qsens: error: config key 'backend.name': 'tpu' is not one of: auto, cpu, cuda$" \
   backend.name=tpu hydra.run.dir=tpu
 
 # Wrong values through the command line (test_job_settings mutates every key): one line naming
 # the key, status 2, nothing run.
-for kv in autoquant.effective_bits=abc dataset.batch_size=0 quant_pair.act_amax=sometimes backend.threads=x; do
+for kv in autoquant.effective_bits=abc dataset.batch_size=0 quant_pair.act_amax=sometimes backend.threads=x \
+          backend.token_budget=0 backend.token_budget=many; do
   key=${kv%%=*}
   "$Q" "$kv" hydra.run.dir=bad_value >bad.out 2>bad.err
   status=$?

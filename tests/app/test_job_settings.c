@@ -44,6 +44,7 @@ static void test_defaults(void) {
   CHECK(s.engine.precision == QS_DELTA_ACCURATE && s.engine.calib_pad_policy == QS_CALIB_PADS_INCLUDE);
   CHECK(s.engine.n_disabled_layers == 1 && strcmp(s.engine.disabled_layers[0], "*lm_head*") == 0);
   CHECK(s.backend == QS_BACKEND_AUTO && s.threads == 0);
+  CHECK_INT(s.token_budget, 0); /* null: the pass picks the step size */
   CHECK_STR(s.parallel_mode, "auto");
   qs_job_settings_free(&s);
 }
@@ -77,6 +78,25 @@ static void test_pass_key(void) {
   qs_job_settings_free(&b);
 }
 
+/* backend.token_budget: a positive step size as given, refused when not a
+ * positive int32. */
+static void test_token_budget(void) {
+  char *given[] = {"qsens", "backend.token_budget=8192"};
+  qs_job_settings s;
+  qs_error err = {0};
+  CHECK(settings_of(2, given, 0, &s, &err));
+  CHECK_INT(s.token_budget, 8192);
+  qs_job_settings_free(&s);
+  char *huge[] = {"qsens", "backend.token_budget=4294967296"};
+  CHECK(!settings_of(2, huge, 0, &s, &err));
+  CHECK_STR(err.msg, "config key 'backend.token_budget' must be null or in [1, 2147483647] (it is 4294967296)");
+  CHECK_INT(err.status, QS_EXIT_USAGE);
+  char *zero[] = {"qsens", "backend.token_budget=0"};
+  err = (qs_error){0};
+  CHECK(!settings_of(2, zero, 0, &s, &err));
+  CHECK_STR(err.msg, "config key 'backend.token_budget' must be positive (it is 0)");
+}
+
 /* Every key the settings read, and values none of them accepts. */
 static void test_mutations(void) {
   static const char *const keys[] = {
@@ -87,7 +107,7 @@ static void test_mutations(void) {
       "dataset.calib_seq_len", "dataset.token_budget", "dataset.padding", "dataset.calib_pad_policy",
       "dataset.format", "dataset.max_calib_samples", "dataset.name", "quant_pair.act_amax", "quant_pair.name",
       "quant_pair.weight_format", "quant_pair.act_format", "quant_pair.display_name", "backend.name",
-      "backend.threads", "parallel.mode", "model.path", "scheme"};
+      "backend.threads", "backend.token_budget", "parallel.mode", "model.path", "scheme"};
   static const char *const bad_values[] = {"-7", "{a: 1}", "[1, x]", "oops", "1.5e400", "17", "0", "true"};
   int refused = 0, accepted = 0;
   for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
@@ -110,15 +130,16 @@ static void test_mutations(void) {
       if (!named) printf("refusal of %s does not name it: %s\n", override, err.msg);
       CHECK(named);
     }
-  /* Only values that fit a key pass (17 samples or threads, model.path=oops, ...): 15 of them. */
+  /* Only values that fit a key pass (17 samples, threads or tokens, model.path=oops, ...): 16 of them. */
   printf("mutations: refused %d, accepted %d\n", refused, accepted);
-  CHECK(refused >= 240 && accepted <= 16);
+  CHECK(refused >= 247 && accepted <= 17);
 }
 
 int main(void) {
   test_defaults();
   test_score_steps();
   test_pass_key();
+  test_token_budget();
   test_mutations();
   return check_summary("test_job_settings");
 }

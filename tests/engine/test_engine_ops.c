@@ -1,6 +1,7 @@
 /* The quantization ops of the CPU backend: hand-computed scores in both
- * precision modes, fake quant against the per-element rules of quant/fq.h,
- * and the score reduction against a slow fp64 reference. */
+ * precision modes, the score's accumulator slots, NaN and clamp, argument
+ * checks, fake quant against the per-element rules of quant/fq.h, and the
+ * score against a slow fp64 reference. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,19 +19,32 @@ static qs_tensor f32_tensor(float *data, long rows, long cols) { return (qs_tens
 
 static const qs_qformat *fmt(const char *name) { return qs_qformat_find(name); }
 
+/* y = x·wᵀ as the caller of the score op makes it (qs_op_linear, f32). */
+static qs_tensor linear_f32(const qs_tensor *x, const qs_tensor *w) {
+  qs_tensor y;
+  CHECK(qs_tensor_alloc(be, QS_F32, x->rows, w->rows, &y, &err));
+  CHECK(qs_op_linear(be, x, w, &y, false, &err));
+  return y;
+}
+
+/* The op's score for one call into a fresh accumulator: xq NULL scores an
+ * unquantized activation (xr = x). */
 static double score_of(const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w, const qs_tensor *wq,
                        const qs_tensor *g, qs_delta_mode mode) {
-  double s = NAN;
-  bool ok = qs_op_quant_score(be, x, xq, w, wq, g, mode, &s, &err);
+  double s = 0.0;
+  qs_tensor y = linear_f32(x, w), acc = {&s, QS_F64, 1, 1};
+  bool ok = qs_op_quant_score(be, xq ? xq : x, wq, &y, g, mode, &acc, 0, &err);
   CHECK(ok);
   if (!ok) fprintf(stderr, "%s\n", err.msg);
-  return s;
+  qs_tensor_free(be, &y);
+  return ok ? s : NAN;
 }
 
 /* INT8 weight-only, W = [4, 1]: the per-channel amax 4 gives scale 31.75,
  * 4 -> 127/31.75 = 4 and 1 -> 32/31.75 -> bf16 1.0078125 (spec example I1),
  * so Wq − W = [0, 2^-7]. With X = [1, 2], G = 3:
- *   accurate: Δ = 2·2^-7 = 2^-6, (G·Δ)² = (3/64)² = 9/4096.
+ *   accurate: Y = 6 and Y_r = 6.015625 are exact in fp32, Δ = 2^-6,
+ *   (G·Δ)² = (3/64)² = 9/4096.
  *   modelopt: Y = bf16(6) = 6, Y_r = bf16(6.015625) = 6 (a tie between 6 and
  *   6.03125, to even), so Δ = 0: the cancellation accurate mode avoids. */
 static void test_hand_weight_only(void) {
@@ -63,6 +77,89 @@ static void test_hand_fp8_act(void) {
   g[0] = 0x1p50f;
   float clamp = 1e10f;
   CHECK(score_of(&tx, &txq, &tw, &twq, &tg, QS_DELTA_ACCURATE) == (double)(clamp * clamp));
+}
+
+/* The op adds into its slot only: other slots keep their bits, a second
+ * call adds the same amount again, and a bf16 xr/wr gives what f32 copies of
+ * the same values give. */
+static void test_score_slots(void) {
+  float w[4] = {4.0f, 1.0f, -2.0f, 0.5f}, wq[4] = {4.0f, 1.0078125f, -2.0f, 0.5f};
+  float x[4] = {1.0f, 2.0f, -3.0f, 0.25f}, g[4] = {3.0f, -1.0f, 0.5f, 2.0f};
+  qs_tensor tw = f32_tensor(w, 2, 2), twq = f32_tensor(wq, 2, 2), tx = f32_tensor(x, 2, 2), tg = f32_tensor(g, 2, 2);
+  qs_tensor y = linear_f32(&tx, &tw);
+  double slots[4] = {1.5, -0.0, 7.0, NAN};
+  qs_tensor acc = {slots, QS_F64, 4, 1};
+  CHECK(qs_op_quant_score(be, &tx, &twq, &y, &tg, QS_DELTA_ACCURATE, &acc, 2, &err));
+  /* Only column 0 of wq differs, by 2^-7 in its second input: Δ[0][0] =
+   * 2·2^-7 (G 3), Δ[1][0] = 0.25·2^-7 (G 0.5), every Y exact in fp32; the
+   * sums below are exact in fp64. */
+  double want = 9.0 / 4096.0 + 1.0 / 1048576.0;
+  CHECK(slots[2] == 7.0 + want);
+  CHECK(qs_op_quant_score(be, &tx, &twq, &y, &tg, QS_DELTA_ACCURATE, &acc, 2, &err));
+  CHECK(slots[2] == 7.0 + want + want);
+  CHECK(slots[0] == 1.5 && slots[1] == 0.0 && signbit(slots[1]) && isnan(slots[3]));
+  qs_bf16 xb[4], wqb[4];
+  for (int i = 0; i < 4; i++) xb[i] = qs_f32_to_bf16(x[i]), wqb[i] = qs_f32_to_bf16(wq[i]);
+  qs_tensor txb = {xb, QS_BF16, 2, 2}, twqb = {wqb, QS_BF16, 2, 2};
+  slots[0] = 0.0;
+  CHECK(qs_op_quant_score(be, &txb, &twqb, &y, &tg, QS_DELTA_ACCURATE, &acc, 0, &err));
+  CHECK(slots[0] == want);
+  qs_tensor_free(be, &y);
+}
+
+/* A NaN in any operand makes the slot NaN (and only that slot); an overflow
+ * to inf is clamped instead. */
+static void test_score_nan(void) {
+  float w[2] = {1.0f, 2.0f}, wq[2] = {1.0f, 2.015625f}, x[2] = {1.0f, 1.0f}, g[1] = {1.0f};
+  qs_tensor tw = f32_tensor(w, 1, 2), twq = f32_tensor(wq, 1, 2), tx = f32_tensor(x, 1, 2), tg = f32_tensor(g, 1, 1);
+  float *operands[4] = {x, wq, g, NULL};
+  for (int o = 0; o < 4; o++) {
+    qs_tensor y = linear_f32(&tx, &tw);
+    if (o < 3) operands[o][0] = NAN;
+    else ((float *)y.data)[0] = NAN;
+    double slots[2] = {0.0, 0.0};
+    qs_tensor acc = {slots, QS_F64, 2, 1};
+    CHECK(qs_op_quant_score(be, &tx, &twq, &y, &tg, QS_DELTA_ACCURATE, &acc, 1, &err));
+    CHECK(isnan(slots[1]) && slots[0] == 0.0);
+    CHECK(qs_op_quant_score(be, &tx, &twq, &y, &tg, QS_DELTA_MODELOPT, &acc, 0, &err));
+    CHECK(isnan(slots[0]));
+    x[0] = 1.0f, wq[0] = 1.0f, g[0] = 1.0f;
+    qs_tensor_free(be, &y);
+  }
+  /* G = inf: |G·Δ| = inf is clamped to 1e10, a finite 1e20 (fp32 square). */
+  g[0] = INFINITY;
+  double s = score_of(&tx, NULL, &tw, &twq, &tg, QS_DELTA_ACCURATE);
+  CHECK(s == (double)(1e10f * 1e10f));
+}
+
+/* Bad arguments fail with one message naming the operand. */
+static void test_score_arguments(void) {
+  float w[6] = {0}, x[6] = {0}, g[6] = {0}, y[6] = {0};
+  double slots[2] = {0.0, 0.0};
+  qs_tensor tw = f32_tensor(w, 3, 2), tx = f32_tensor(x, 2, 2), tg = f32_tensor(g, 2, 3), ty = f32_tensor(y, 2, 3);
+  qs_tensor acc = {slots, QS_F64, 2, 1};
+  struct {
+    qs_tensor xr, wr, y, g, acc;
+    long slot;
+    const char *names;
+  } cases[] = {
+      {tx, tw, ty, tg, acc, 2, "slot 2"},
+      {tx, tw, ty, tg, acc, -1, "slot -1"},
+      {tx, tw, ty, tg, f32_tensor(y, 2, 1), 0, "acc has dtype f32"},
+      {tx, tw, (qs_tensor){g, QS_BF16, 2, 3}, tg, acc, 0, "y has dtype bf16"},
+      {f32_tensor(x, 2, 3), tw, ty, tg, acc, 0, "xr is [2, 3]"},
+      {tx, tw, f32_tensor(y, 3, 2), tg, acc, 0, "y is [3, 2]"},
+      {tx, tw, ty, f32_tensor(g, 3, 2), acc, 0, "g is [3, 2]"},
+      {tx, (qs_tensor){w, QS_I32, 3, 2}, ty, tg, acc, 0, "wr has dtype i32"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    err.msg[0] = '\0';
+    CHECK(!qs_op_quant_score(be, &cases[i].xr, &cases[i].wr, &cases[i].y, &cases[i].g, QS_DELTA_ACCURATE,
+                             &cases[i].acc, cases[i].slot, &err));
+    if (!strstr(err.msg, cases[i].names)) fprintf(stderr, "case %zu: [%s]\n", i, err.msg);
+    CHECK(strstr(err.msg, cases[i].names) != NULL);
+  }
+  CHECK(slots[0] == 0.0 && slots[1] == 0.0);
 }
 
 /* ---- fake quant against fq.h, element by element ----------------------- */
@@ -195,8 +292,10 @@ static void check_score_twin(const char *wname, const char *aname, qs_delta_mode
 }
 
 static void test_score_twins(void) {
-  /* accurate: fp32 GEMM over K = 64 (or 128) terms and fp32 partials of
-   * 4096 squares; no cancellation, so each is within ~1e-6 relative: 1e-5. */
+  /* accurate: Δ = Y_r − Y of two fp32 GEMM outputs over K = 64 terms, each
+   * off by a few 2^-24·|Y|, while Δ is ~2^-8·|Y| for INT8 weights: up to
+   * ~1e-4 relative per Δ, but with random signs, so over ~12300 squared
+   * terms the sum moves ~1e-6 (measured ≤ 1e-6); 1e-5 leaves 10x. */
   const char *pairs[][2] = {{"mxfp4", "none"}, {"mxfp4", "fp8"}, {"fp8", "none"}, {"fp8", "fp8"},
                             {"int8", "none"}, {"int8", "fp8"}, {"int8", "int8"}};
   for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++) {
@@ -208,15 +307,19 @@ static void test_score_twins(void) {
      * ~12300 comparable terms by O(1) of itself: 1e-3 bounds a few. */
     check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_MODELOPT, 1e-3, 3, 4100, 64);
   }
-  /* More rows than one block of 2^22 / 4096 = 1024: the row blocking. */
-  check_score_twin("int8", "int8", QS_DELTA_ACCURATE, 1e-5, 1100, 40, 32);
-  check_score_twin("int8", "int8", QS_DELTA_MODELOPT, 1e-3, 1100, 40, 32);
+  /* More rows than one Y_r block of 2^22 / 4100 = 1023 rows: the row
+   * blocking. */
+  check_score_twin("int8", "int8", QS_DELTA_ACCURATE, 1e-5, 1030, 4100, 16);
+  check_score_twin("int8", "int8", QS_DELTA_MODELOPT, 1e-3, 1030, 4100, 16);
 }
 
 int main(void) {
   be = qs_cpu_backend_new();
   test_hand_weight_only();
   test_hand_fp8_act();
+  test_score_slots();
+  test_score_nan();
+  test_score_arguments();
   test_fake_quant_twins();
   test_score_twins();
   qs_backend_destroy(be);

@@ -103,8 +103,11 @@ static void test_errors(void) {
   expect_failure(&w, "wint8_aint8", 0, QS_EXIT_USAGE, "0 samples");
   /* INT4 weights need widths in whole 128-blocks: D = 32 is not. */
   expect_failure(&w, "wint4_afp16", 8, QS_EXIT_USAGE, "q_proj has 32 input features");
+  /* Padded rows put the pads into every amax: excluding them is refused. */
   w.bopts.padding = QS_PADDING_MAX_LENGTH;
-  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "dataset.padding=max_length");
+  w.opts.calib_pad_policy = QS_CALIB_PADS_EXCLUDE;
+  expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "calib_pad_policy=exclude needs dataset.padding=packed");
+  w.opts.calib_pad_policy = QS_CALIB_PADS_INCLUDE;
   w.bopts.padding = QS_PADDING_PACKED;
   /* Two logical batches in one packed batch would normalize the loss over both. */
   w.bopts.max_seqs = 8;

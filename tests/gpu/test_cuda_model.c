@@ -10,7 +10,11 @@
  * (spec §3.1), so each element carries noise that compounds along the
  * backward; that noise is uncorrelated with G, so ‖G‖ moves far less than
  * G's elements (measured on an H100: loss 5e-4, ‖G‖ ≤ 8.4e-3, elements
- * ≤ 3.9e-2; docs/gpu.md). */
+ * ≤ 3.9e-2; docs/gpu.md).
+ *
+ * A left-padded batch with loss groups runs the same comparison (group
+ * losses too) and must give exactly zero q/k/v G at every pad on the GPU:
+ * pads are never attended and a pad query attends nothing. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +24,7 @@
 #include "kernels/cuda_backend.h"
 #include "model/qwen3.h"
 
-enum { MAX_LAYERS = 4, SLOTS = MAX_LAYERS + 1 };
+enum { MAX_LAYERS = 4, SLOTS = MAX_LAYERS + 1, MAX_GROUPS = 8 };
 
 /* Norm-wise ‖G_gpu − G_cpu‖/‖G_cpu‖: bf16 noise compounds along the backward
  * (measured up to 3.9e-2 on the hd-128 model, whose peaked logits, loss ~62,
@@ -36,6 +40,7 @@ typedef struct grads {
   long tokens;
   float *g[SLOTS][QS_LIN_COUNT];
   long cols[SLOTS][QS_LIN_COUNT];
+  double group_loss[MAX_GROUPS]; /* copied: the result's array dies with the model */
 } grads;
 
 static bool record(void *ctx, const qs_linear_site *site, const qs_tensor *x, const qs_tensor *g, qs_error *err) {
@@ -65,23 +70,39 @@ static qs_qwen3_result run(qs_backend *be, const qs_lm *lm, const qs_qwen3_batch
   s->tokens = qs_batch_tokens(b);
   qs_qwen3_options opt = {false, 16}; /* recompute; several lm_head chunks */
   qs_qwen3 *m = NULL;
-  qs_qwen3_result res = {0, 0, 0};
+  qs_qwen3_result res = {0};
   qs_error err;
   qs_qwen3_visitor v = {NULL, record, true, s};
   bool ok = qs_qwen3_create(be, lm, &opt, &m, &err) && qs_qwen3_run(m, b, true, &v, &res, &err);
   if (!ok) fprintf(stderr, "%s backend: %s\n", be->name, err.msg);
   CHECK(ok);
+  CHECK(res.n_groups <= MAX_GROUPS);
+  for (int g = 0; ok && g < res.n_groups && g < MAX_GROUPS; g++) s->group_loss[g] = res.group_loss[g];
   qs_qwen3_destroy(m);
   return res;
 }
 
-static void compare_model(qs_backend *gpu, qs_backend *cpu, const qs_lm *lm, const qs_qwen3_batch *b, const char *name) {
+/* Values of G (layer l, kind k) at pad rows, which must be exactly 0. */
+static long nonzero_at_pads(const grads *s, int l, int k, const uint8_t *mask) {
+  long nonzero = 0, cols = s->cols[l][k];
+  for (long t = 0; t < s->tokens; t++)
+    for (long i = 0; i < cols && !mask[t]; i++) nonzero += s->g[l][k][t * cols + i] != 0.0f;
+  return nonzero;
+}
+
+static void compare_model(qs_backend *gpu, qs_backend *cpu, const qs_lm *lm, const qs_qwen3_batch *b,
+                          const char *name) {
   grads gs, cs, gs2;
   qs_qwen3_result rg = run(gpu, lm, b, &gs), rc = run(cpu, lm, b, &cs), rg2 = run(gpu, lm, b, &gs2);
   printf("  %s: loss gpu %.7f cpu %.7f over %ld targets\n", name, rg.loss, rc.loss, rc.n_valid);
   CHECK_INT(rg.n_valid, rc.n_valid);
   CHECK_REL(rg.loss, rc.loss, 1e-2, 0.0);
   CHECK(memcmp(&rg.loss_sum, &rg2.loss_sum, sizeof rg.loss_sum) == 0);
+  CHECK_INT(rg.n_groups, rc.n_groups);
+  for (int g = 0; g < rc.n_groups && g < MAX_GROUPS; g++) {
+    printf("    group %d loss gpu %.7f cpu %.7f\n", g, gs.group_loss[g], cs.group_loss[g]);
+    CHECK_REL(gs.group_loss[g], cs.group_loss[g], 1e-2, 0.0); /* the loss bound above, per group */
+  }
   double worst = 0.0, worst_norm = 0.0;
   int compared = 0;
   for (int l = 0; l <= lm->cfg.layers; l++)
@@ -103,6 +124,7 @@ static void compare_model(qs_backend *gpu, qs_backend *cpu, const qs_lm *lm, con
       CHECK(rel_norm <= 1e-2);
       CHECK(rel <= ELEMENTWISE_TOL);
       CHECK(gpu_all_finite(gs.g[l][k], n));
+      if (b->attention_mask && k <= QS_LIN_V) CHECK_INT(nonzero_at_pads(&gs, l, k, b->attention_mask), 0);
       CHECK(memcmp(gs.g[l][k], gs2.g[l][k], (size_t)n * sizeof(float)) == 0);
       worst = rel > worst ? rel : worst;
       worst_norm = rel_norm > worst_norm ? rel_norm : worst_norm;
@@ -133,8 +155,48 @@ static void make_batch(batch_mem *m, const int *lens, int n_seqs, int vocab, uin
     m->ids[i] = (int32_t)(rng_next(&r) % (uint64_t)vocab);
     m->labels[i] = i % 11 == 4 ? QS_IGNORE_LABEL : m->ids[i];
   }
-  qs_qwen3_batch b = {1, n_seqs, m->cu, m->ids, m->labels, NULL};
+  qs_qwen3_batch b = {1, n_seqs, m->cu, m->ids, m->labels, NULL, NULL, 0, NULL};
   m->b = b;
+}
+
+/* The sequences of `lens` left-padded to rows of row_len slots as the padded
+ * data flow lays them out (mask, positions cumsum(mask)-1 with pads at 1,
+ * pads -100 and the first real token keeping its label: the pad-context
+ * target), in loss groups group_seq. */
+typedef struct padded_mem {
+  batch_mem packed;
+  int32_t cu[16], *ids, *labels, *positions;
+  uint8_t *mask;
+  qs_qwen3_batch b;
+} padded_mem;
+
+static void make_padded(padded_mem *p, const int *lens, int n_seqs, int row_len, int vocab, uint64_t seed,
+                        const int32_t *group_seq, int n_groups) {
+  make_batch(&p->packed, lens, n_seqs, vocab, seed);
+  long t = (long)n_seqs * row_len;
+  p->ids = qs_malloc((size_t)t * sizeof(int32_t));
+  p->labels = qs_malloc((size_t)t * sizeof(int32_t));
+  p->positions = qs_malloc((size_t)t * sizeof(int32_t));
+  p->mask = qs_malloc((size_t)t);
+  for (int s = 0; s < n_seqs; s++) {
+    int pads = row_len - lens[s];
+    p->cu[s] = s * row_len;
+    for (int j = 0; j < row_len; j++) {
+      long at = (long)s * row_len + j, i = p->packed.cu[s] + j - pads;
+      bool real = j >= pads;
+      p->ids[at] = real ? p->packed.ids[i] : 0;
+      p->labels[at] = real ? p->packed.labels[i] : QS_IGNORE_LABEL;
+      p->positions[at] = real ? j - pads : 1;
+      p->mask[at] = real;
+    }
+  }
+  p->cu[n_seqs] = (int32_t)t;
+  qs_qwen3_batch b = {2, n_seqs, p->cu, p->ids, p->labels, p->positions, p->mask, n_groups, group_seq};
+  p->b = b;
+}
+
+static void padded_free(padded_mem *p) {
+  free(p->packed.ids), free(p->packed.labels), free(p->ids), free(p->labels), free(p->positions), free(p->mask);
 }
 
 int main(void) {
@@ -171,6 +233,15 @@ int main(void) {
   batch_mem big;
   make_batch(&big, lens_wide, 4, wcfg.vocab, 5);
   compare_model(gpu, cpu, &wide, &big.b, "hd-128 model, 4 sequences");
+
+  /* Left-padded rows of 80 (pads crossing the kernels' 32-row tiles, one
+   * row without pads) in two loss groups. */
+  static const int lens_padded[] = {40, 1, 75, 80};
+  static const int32_t groups[] = {0, 1, 4};
+  padded_mem padded;
+  make_padded(&padded, lens_padded, 4, 80, wcfg.vocab, 6, groups, 2);
+  compare_model(gpu, cpu, &wide, &padded.b, "hd-128 model, left-padded, 2 loss groups");
+  padded_free(&padded);
 
   printf("  GPU memory peak %.1f MiB\n", qs_cuda_backend_peak_bytes(gpu) / 1048576.0);
   free(small.ids), free(small.labels), free(big.ids), free(big.labels);

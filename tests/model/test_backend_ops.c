@@ -274,6 +274,7 @@ static void test_rope_inv_freq(void) {
 typedef struct attn_ctx {
   long t, heads, kv_heads, hd;
   const int *cu;
+  const int *key_start; /* [n_seqs] or NULL */
   int n_seqs;
   const double *q, *k, *v; /* the inputs not being differentiated */
   int wrt;                 /* 0 q, 1 k, 2 v */
@@ -286,18 +287,23 @@ static void ref_attention(const attn_ctx *c, const double *q, const double *k, c
   for (int b = 0; b < c->n_seqs; b++)
     for (long t = c->cu[b]; t < c->cu[b + 1]; t++)
       for (long h = 0; h < c->heads; h++) {
-        long g = h / rep;
+        long g = h / rep, first = c->cu[b] + (c->key_start ? c->key_start[b] : 0);
+        if (t < first) { /* a pad query: no key, output 0 */
+          for (long i = 0; i < c->hd; i++) o[t * qw + h * c->hd + i] = 0;
+          if (lse) lse[t * c->heads + h] = -INFINITY;
+          continue;
+        }
         double m = -INFINITY, sum = 0;
-        for (long u = c->cu[b]; u <= t; u++) {
+        for (long u = first; u <= t; u++) {
           double d = 0;
           for (long i = 0; i < c->hd; i++) d += q[t * qw + h * c->hd + i] * k[u * kw + g * c->hd + i];
           s[u] = d / sqrt((double)c->hd);
           m = fmax(m, s[u]);
         }
-        for (long u = c->cu[b]; u <= t; u++) sum += exp(s[u] - m);
+        for (long u = first; u <= t; u++) sum += exp(s[u] - m);
         for (long i = 0; i < c->hd; i++) {
           double acc = 0;
-          for (long u = c->cu[b]; u <= t; u++) acc += exp(s[u] - m) / sum * v[u * kw + g * c->hd + i];
+          for (long u = first; u <= t; u++) acc += exp(s[u] - m) / sum * v[u * kw + g * c->hd + i];
           o[t * qw + h * c->hd + i] = acc;
         }
         if (lse) lse[t * c->heads + h] = m + log(sum);
@@ -310,14 +316,42 @@ static void ref_attention_wrt(void *vctx, const double *in, double *o) {
   ref_attention(c, c->wrt == 0 ? in : c->q, c->wrt == 1 ? in : c->k, c->wrt == 2 ? in : c->v, o, NULL);
 }
 
-static void test_attention(long heads, long kv_heads, long hd) {
+/* Rows of a [rows, width] tensor that are pads of the sequences (offset
+ * below key_start) must be exactly 0: pad queries in o/dq, pad keys in dk/dv. */
+static void check_pad_rows_zero(const char *what, const qs_tensor *t, const int *cu, const int *key_start,
+                                int n_seqs) {
+  double *got = from_tensor(t);
+  long width = t->cols, nonzero = 0;
+  for (int b = 0; b < n_seqs; b++)
+    for (long r = cu[b]; r < cu[b] + key_start[b]; r++)
+      for (long i = 0; i < width; i++) nonzero += got[r * width + i] != 0.0;
+  if (nonzero) fprintf(stderr, "%s: %ld nonzero values at pads\n", what, nonzero);
+  CHECK_INT(nonzero, 0);
+  free(got);
+}
+
+/* lse: -inf exactly at pad queries; elsewhere close to the reference. */
+static void check_lse(const qs_tensor *L, const double *lse, long n) {
+  double *got = from_tensor(L);
+  long wrong_pads = 0;
+  for (long i = 0; i < n; i++) {
+    if (isinf(lse[i])) wrong_pads += !(isinf(got[i]) && got[i] < 0);
+    else CHECK_REL(got[i], lse[i], TOL, TOL);
+  }
+  CHECK_INT(wrong_pads, 0);
+  free(got);
+}
+
+/* Three sequences (lengths 5, 1, 7); with key_start, left padding of
+ * key_start[b] tokens in each (a whole sequence may be pads). */
+static void test_attention(long heads, long kv_heads, long hd, const int *key_start) {
   int cu[4] = {0, 5, 6, 13}; /* lengths 5, 1, 7 */
   double cud[4] = {0, 5, 6, 13};
   long t = 13, qw = heads * hd, kw = kv_heads * hd;
   double *q = rand_vec(t * qw, 0, 1), *k = rand_vec(t * kw, 0, 1), *v = rand_vec(t * kw, 0, 1);
   double *d_o = rand_vec(t * qw, 0, 1);
   double *o = qs_malloc(sizeof(double) * (size_t)(t * qw)), *lse = qs_malloc(sizeof(double) * (size_t)(t * heads));
-  attn_ctx c = {t, heads, kv_heads, hd, cu, 3, q, k, v, 0};
+  attn_ctx c = {t, heads, kv_heads, hd, cu, key_start, 3, q, k, v, 0};
   ref_attention(&c, q, k, v, o, lse);
   double *grads[3];
   double *ins[3] = {q, k, v};
@@ -330,26 +364,51 @@ static void test_attention(long heads, long kv_heads, long hd) {
   qs_tensor CU = to_tensor(cud, QS_I32, 4, 1), O = empty(QS_F32, t, qw), L = empty(QS_F32, t, heads);
   qs_tensor DO = to_tensor(d_o, QS_F32, t, qw), DQ = empty(QS_F32, t, qw), DK = empty(QS_F32, t, kw);
   qs_tensor DV = empty(QS_F32, t, kw);
-  qs_attn_shape shape = {(int)heads, (int)kv_heads, (int)hd, 3, 7};
+  double ksd[3] = {key_start ? key_start[0] : 0, key_start ? key_start[1] : 0, key_start ? key_start[2] : 0};
+  qs_tensor KS = to_tensor(ksd, QS_I32, 3, 1);
+  qs_attn_shape shape = {(int)heads, (int)kv_heads, (int)hd, 3, 7, key_start ? &KS : NULL, cu};
   qs_error err;
   CHECK(qs_op_attention(be, &Q, &K, &V, &CU, &shape, &O, &L, &err));
   check_close("attention o", &O, o, TOL);
-  check_close("attention lse", &L, lse, TOL);
+  check_lse(&L, lse, t * heads);
   CHECK(qs_op_attention_bwd(be, &Q, &K, &V, &O, &L, &DO, &CU, &shape, &DQ, &DK, &DV, &err));
   check_close("attention dq", &DQ, grads[0], TOL);
   check_close("attention dk", &DK, grads[1], TOL);
   check_close("attention dv", &DV, grads[2], TOL);
-  /* a single-token sequence attends only to itself: o = v of its kv head */
-  double *got = from_tensor(&O);
-  for (long i = 0; i < hd; i++) CHECK_REL(got[5 * qw + i], v[5 * kw + i], 1e-6, 1e-6);
-  free(got);
+  if (key_start) {
+    /* exact zeros, not just small: pads must not leak into any score */
+    check_pad_rows_zero("attention o", &O, cu, key_start, 3);
+    check_pad_rows_zero("attention dq", &DQ, cu, key_start, 3);
+    check_pad_rows_zero("attention dk", &DK, cu, key_start, 3);
+    check_pad_rows_zero("attention dv", &DV, cu, key_start, 3);
+    /* key_start past its sequence's end is refused naming it */
+    double too_far[3] = {6, 0, 0};
+    qs_tensor BKS = to_tensor(too_far, QS_I32, 3, 1);
+    qs_attn_shape bad = shape;
+    bad.key_start = &BKS;
+    CHECK(!qs_op_attention(be, &Q, &K, &V, &CU, &bad, &O, &L, &err));
+    CHECK_STR(err.msg, "attention: key_start 6 of sequence 0 is outside [0, 5]");
+    qs_tensor_free(be, &BKS);
+  } else {
+    /* a single-token sequence attends only to itself: o = v of its kv head */
+    double *got = from_tensor(&O);
+    for (long i = 0; i < hd; i++) CHECK_REL(got[5 * qw + i], v[5 * kw + i], 1e-6, 1e-6);
+    free(got);
+  }
+  /* key_start must be I32 of one value per sequence */
+  qs_tensor KS2 = empty(QS_I32, 2, 1);
+  qs_attn_shape short_ks = shape;
+  short_ks.key_start = &KS2;
+  CHECK(!qs_op_attention(be, &Q, &K, &V, &CU, &short_ks, &O, &L, &err));
+  CHECK(strstr(err.msg, "key_start") != NULL);
+  qs_tensor_free(be, &KS2);
   /* malformed cu_seqlens are refused */
   double bad_cu[4] = {0, 6, 5, 13};
   qs_tensor BCU = to_tensor(bad_cu, QS_I32, 4, 1);
   CHECK(!qs_op_attention(be, &Q, &K, &V, &BCU, &shape, &O, &L, &err));
   CHECK(strstr(err.msg, "cu_seqlens decreases at sequence 1") != NULL);
-  qs_tensor *all[] = {&Q, &K, &V, &CU, &O, &L, &DO, &DQ, &DK, &DV, &BCU};
-  for (int i = 0; i < 11; i++) qs_tensor_free(be, all[i]);
+  qs_tensor *all[] = {&Q, &K, &V, &CU, &O, &L, &DO, &DQ, &DK, &DV, &BCU, &KS};
+  for (int i = 0; i < 12; i++) qs_tensor_free(be, all[i]);
   for (int i = 0; i < 3; i++) free(grads[i]);
   free(q), free(k), free(v), free(d_o), free(o), free(lse);
 }
@@ -535,9 +594,14 @@ int main(void) {
   test_rmsnorm();
   test_qknorm_rope();
   test_rope_inv_freq();
-  test_attention(4, 2, 8);
-  test_attention(6, 1, 6);
-  test_attention(3, 3, 4);
+  test_attention(4, 2, 8, NULL);
+  test_attention(6, 1, 6, NULL);
+  test_attention(3, 3, 4, NULL);
+  /* left padding: 2 pads, a sequence of only pads, 3 pads */
+  static const int key_start[3] = {2, 1, 3};
+  test_attention(4, 2, 8, key_start);
+  test_attention(6, 1, 6, key_start);
+  test_attention(3, 3, 4, key_start);
   test_swiglu();
   test_embedding_add_copy();
   test_lm_head_xent();

@@ -101,7 +101,7 @@ static void make_batch3(qs_qwen3_batch *b, int vocab) {
   memcpy(labels3, ids3, sizeof ids3);
   labels3[3] = QS_IGNORE_LABEL;  /* an ignored target inside a sequence */
   labels3[15] = QS_IGNORE_LABEL; /* and at the end */
-  qs_qwen3_batch batch = {7, 3, cu3, ids3, labels3, NULL};
+  qs_qwen3_batch batch = {7, 3, cu3, ids3, labels3, NULL, NULL, 0, NULL};
   *b = batch;
 }
 
@@ -222,7 +222,7 @@ static void test_packed_equals_single(void) {
   long n_valid = 0;
   for (int s = 0; s < 3; s++) {
     int32_t cu[2] = {0, cu3[s + 1] - cu3[s]};
-    qs_qwen3_batch one = {s, 1, cu, ids3 + cu3[s], labels3 + cu3[s], NULL};
+    qs_qwen3_batch one = {s, 1, cu, ids3 + cu3[s], labels3 + cu3[s], NULL, NULL, 0, NULL};
     grad_store g1;
     qs_qwen3_result r1 = run_grads(m, &one, cfg.layers, &g1);
     loss_sum += r1.loss_sum;
@@ -279,6 +279,281 @@ static void test_packed_equals_single(void) {
   qs_lm_release(&lm);
 }
 
+/* ---- left padding ------------------------------------------------------ */
+
+enum { ROW = 10, PADDED_T = 3 * ROW };
+
+/* batch3 left-padded to rows of ROW slots the way the padded data flow lays
+ * it out: pads first (id vocab-1, label -100, position 1, mask 0), then the
+ * sequence at positions 0..n-1. With pad_context the first real token keeps
+ * its label (the last pad predicts it); without, it is -100 as in a packed
+ * batch. */
+typedef struct padded_batch {
+  int32_t cu[4], ids[PADDED_T], labels[PADDED_T], positions[PADDED_T];
+  uint8_t mask[PADDED_T];
+  long slot[16]; /* slot of packed token i */
+  qs_qwen3_batch b;
+} padded_batch;
+
+static void make_padded(padded_batch *p, int vocab, bool pad_context) {
+  for (int s = 0; s < 3; s++) {
+    int n = cu3[s + 1] - cu3[s], pads = ROW - n;
+    p->cu[s] = s * ROW;
+    for (int j = 0; j < ROW; j++) {
+      int at = s * ROW + j, i = cu3[s] + j - pads;
+      bool real = j >= pads;
+      p->ids[at] = real ? ids3[i] : vocab - 1;
+      p->labels[at] = real ? labels3[i] : QS_IGNORE_LABEL;
+      p->positions[at] = real ? j - pads : 1;
+      p->mask[at] = real;
+      if (real) p->slot[i] = at;
+    }
+    if (!pad_context) p->labels[s * ROW + pads] = QS_IGNORE_LABEL;
+  }
+  p->cu[3] = PADDED_T;
+  qs_qwen3_batch b = {9, 3, p->cu, p->ids, p->labels, p->positions, p->mask, 0, NULL};
+  p->b = b;
+}
+
+/* Logits of every row (lm_head Y from the forward visitor) and whether the
+ * o_proj input X was exactly 0 at every pad row. */
+typedef struct fwd_probe {
+  const uint8_t *mask;
+  long tokens, vocab;
+  float *logits;
+  long nonzero_o_at_pads;
+} fwd_probe;
+
+static bool probe_forward(void *ctx, const qs_linear_site *site, const qs_tensor *x, qs_tensor *y, qs_error *err) {
+  fwd_probe *p = ctx;
+  if (site->kind == QS_LIN_LM_HEAD)
+    return qs_tensor_download(be, p->logits + site->row_begin * p->vocab, y, err);
+  if (site->kind != QS_LIN_O || !p->mask) return true;
+  const float *o = x->data; /* CPU backend: host memory */
+  for (long t = 0; t < x->rows; t++)
+    for (long i = 0; i < x->cols && !p->mask[t]; i++) p->nonzero_o_at_pads += o[t * x->cols + i] != 0.0f;
+  return true;
+}
+
+static void run_probe(qs_qwen3 *m, const qs_qwen3_batch *b, long vocab, fwd_probe *p) {
+  p->tokens = qs_batch_tokens(b);
+  p->vocab = vocab;
+  p->logits = qs_malloc((size_t)(p->tokens * vocab) * sizeof(float));
+  p->nonzero_o_at_pads = 0;
+  p->mask = b->attention_mask;
+  qs_qwen3_visitor v = {probe_forward, NULL, true, p};
+  qs_qwen3_result res;
+  qs_error err;
+  CHECK(qs_qwen3_run(m, b, false, &v, &res, &err));
+}
+
+/* Rows of G at pad slots must be exactly zero for the kinds in `kinds`. */
+static long nonzero_at_pads(const grad_store *s, const padded_batch *p, int layers, const bool kinds[QS_LIN_COUNT]) {
+  long nonzero = 0;
+  for (int l = 0; l <= layers; l++)
+    for (int k = 0; k < QS_LIN_COUNT; k++) {
+      if (!kinds[k] || !s->g[l][k]) continue;
+      for (long t = 0; t < PADDED_T; t++)
+        for (long i = 0; i < s->cols[l][k] && !p->mask[t]; i++) nonzero += s->g[l][k][t * s->cols[l][k] + i] != 0.0f;
+    }
+  return nonzero;
+}
+
+/* Largest relative difference, over Linears, between the packed G and the
+ * padded G at the real slots. */
+static double padded_vs_packed(const grad_store *packed, const grad_store *padded, const padded_batch *p,
+                               int layers) {
+  double worst = 0;
+  for (int l = 0; l <= layers; l++)
+    for (int k = 0; k < QS_LIN_COUNT; k++) {
+      if (!packed->g[l][k]) continue;
+      long cols = packed->cols[l][k];
+      float *gathered = qs_malloc((size_t)(16 * cols) * sizeof(float));
+      for (int i = 0; i < 16; i++)
+        memcpy(gathered + i * cols, padded->g[l][k] + p->slot[i] * cols, sizeof(float) * (size_t)cols);
+      double d = tensor_rel_diff(gathered, packed->g[l][k], 16 * cols, 1, 1);
+      worst = d > worst ? d : worst;
+      free(gathered);
+    }
+  return worst;
+}
+
+/* A left-padded batch equals the packed batch at every real token (pads are
+ * never attended, positions restart at the first real token), with no
+ * pad-context target; pads carry exactly zero G and a zero o_proj input.
+ * Tolerance 1e-5: the same per-row math on differently shaped GEMMs only
+ * reorders fp32 sums (~1e-6), while attending a pad gives O(1e-1). */
+static void test_left_padded_equals_packed(void) {
+  qs_lm_config cfg = tiny_lm_config();
+  qs_lm lm;
+  tiny_lm_build(&lm, &cfg, 13, 1.5);
+  qs_qwen3_batch packed;
+  make_batch3(&packed, cfg.vocab);
+  padded_batch p;
+  make_padded(&p, cfg.vocab, false);
+  qs_qwen3 *m = make_model(&lm, false, 7);
+  grad_store gk, gp;
+  qs_qwen3_result rk = run_grads(m, &packed, cfg.layers, &gk);
+  qs_qwen3_result rp = run_grads(m, &p.b, cfg.layers, &gp);
+  CHECK_INT(rp.n_valid, rk.n_valid);
+  CHECK_REL(rp.loss, rk.loss, 1e-5, 0);
+  CHECK(padded_vs_packed(&gk, &gp, &p, cfg.layers) < 1e-5);
+  bool all_kinds[QS_LIN_COUNT] = {true, true, true, true, true, true, true, true};
+  CHECK_INT(nonzero_at_pads(&gp, &p, cfg.layers, all_kinds), 0);
+  fwd_probe fk, fp;
+  run_probe(m, &packed, cfg.vocab, &fk);
+  run_probe(m, &p.b, cfg.vocab, &fp);
+  double worst = 0;
+  for (int i = 0; i < 16; i++)
+    worst = fmax(worst, tensor_rel_diff(fp.logits + p.slot[i] * cfg.vocab, fk.logits + i * cfg.vocab, cfg.vocab, 1, 1));
+  CHECK(worst < 1e-5);
+  CHECK_INT(fp.nonzero_o_at_pads, 0);
+  free(fk.logits);
+  free(fp.logits);
+
+  /* the same two layouts with loss groups {seq 0} and {seqs 1, 2} */
+  static const int32_t groups[3] = {0, 1, 3};
+  qs_qwen3_batch packed_g = packed, padded_g = p.b;
+  packed_g.n_groups = padded_g.n_groups = 2;
+  packed_g.group_seq = padded_g.group_seq = groups;
+  grad_store gkg, gpg;
+  qs_qwen3_result rkg = run_grads(m, &packed_g, cfg.layers, &gkg);
+  qs_qwen3_result rpg = run_grads(m, &padded_g, cfg.layers, &gpg);
+  CHECK_REL(rpg.group_loss[0], rkg.group_loss[0], 1e-5, 0);
+  CHECK_REL(rpg.group_loss[1], rkg.group_loss[1], 1e-5, 0);
+  CHECK(padded_vs_packed(&gkg, &gpg, &p, cfg.layers) < 1e-5);
+  store_free(&gkg);
+  store_free(&gpg);
+
+  /* pad-context targets: the last pad predicts the first real token, so
+   * pad rows now carry G through the MLP and o_proj, but still none through
+   * q, k, v: a pad query attends nothing and no query attends a pad key */
+  padded_batch pc;
+  make_padded(&pc, cfg.vocab, true);
+  grad_store gc;
+  qs_qwen3_result rc = run_grads(m, &pc.b, cfg.layers, &gc);
+  CHECK_INT(rc.n_valid, rk.n_valid + 3);
+  bool qkv[QS_LIN_COUNT] = {[QS_LIN_Q] = true, [QS_LIN_K] = true, [QS_LIN_V] = true};
+  CHECK_INT(nonzero_at_pads(&gc, &pc, cfg.layers, qkv), 0);
+  bool o_only[QS_LIN_COUNT] = {[QS_LIN_O] = true};
+  CHECK(nonzero_at_pads(&gc, &pc, cfg.layers, o_only) > 0);
+  store_free(&gc);
+
+  store_free(&gk);
+  store_free(&gp);
+  qs_qwen3_destroy(m);
+  qs_lm_release(&lm);
+}
+
+/* ---- loss groups ------------------------------------------------------- */
+
+/* Each group of batch3 under group_seq gives the loss and G rows of running
+ * its sequences alone. Tolerance 1e-5 as for packed == one by one (only the
+ * fp32 reduction order differs). */
+static void check_groups_match_alone(qs_qwen3 *m, int layers, const int32_t *group_seq, int n_groups) {
+  qs_qwen3_batch all;
+  make_batch3(&all, 50);
+  all.n_groups = n_groups;
+  all.group_seq = group_seq;
+  grad_store ga;
+  qs_qwen3_result ra = run_grads(m, &all, layers, &ga);
+  CHECK_INT(ra.n_groups, n_groups);
+  double loss_sum = 0, mean = 0;
+  long n_valid = 0;
+  for (int g = 0; g < n_groups; g++) {
+    int first = group_seq[g], last = group_seq[g + 1];
+    int32_t cu[4];
+    for (int s = first; s <= last; s++) cu[s - first] = cu3[s] - cu3[first];
+    qs_qwen3_batch alone = {g, last - first, cu, ids3 + cu3[first], labels3 + cu3[first], NULL, NULL, 0, NULL};
+    grad_store g1;
+    qs_qwen3_result r1 = run_grads(m, &alone, layers, &g1);
+    CHECK_REL(ra.group_loss[g], r1.loss, 1e-6, 0);
+    loss_sum += r1.loss_sum;
+    n_valid += r1.n_valid;
+    mean += r1.loss / n_groups;
+    long rows = cu3[last] - cu3[first];
+    for (int l = 0; l <= layers; l++)
+      for (int k = 0; k < QS_LIN_COUNT; k++) {
+        if (!ga.g[l][k] || rows == 0) continue;
+        long cols = ga.cols[l][k];
+        const float *got = ga.g[l][k] + cu3[first] * cols;
+        /* a group without targets has no backward alone: its rows are 0 */
+        double d = g1.g[l][k] ? tensor_rel_diff(got, g1.g[l][k], rows * cols, 1, 1)
+                              : tensor_rel_diff(got, NULL, rows * cols, 1, 1);
+        CHECK(d < 1e-5);
+      }
+    store_free(&g1);
+  }
+  CHECK_REL(ra.loss_sum, loss_sum, 1e-6, 0);
+  CHECK_INT(ra.n_valid, n_valid);
+  CHECK_REL(ra.loss, mean, 1e-6, 0);
+  store_free(&ga);
+}
+
+static void test_loss_groups(void) {
+  qs_lm_config cfg = tiny_lm_config();
+  qs_lm lm;
+  tiny_lm_build(&lm, &cfg, 17, 1.5);
+  qs_qwen3 *m = make_model(&lm, false, 5); /* head chunks split groups: row offsets matter */
+  /* three groups of one sequence each; group 1 (one token) has no target */
+  static const int32_t each[4] = {0, 1, 2, 3};
+  check_groups_match_alone(m, cfg.layers, each, 3);
+  /* two sequences, an empty group, one sequence */
+  static const int32_t mixed[4] = {0, 2, 2, 3};
+  check_groups_match_alone(m, cfg.layers, mixed, 3);
+  /* one group given explicitly is the plain batch, bit for bit */
+  qs_qwen3_batch plain, one;
+  make_batch3(&plain, cfg.vocab);
+  one = plain;
+  static const int32_t whole[2] = {0, 3};
+  one.n_groups = 1;
+  one.group_seq = whole;
+  qs_qwen3_result rp, r1;
+  qs_error err;
+  CHECK(qs_qwen3_run(m, &plain, false, NULL, &rp, &err));
+  CHECK(qs_qwen3_run(m, &one, false, NULL, &r1, &err));
+  CHECK(rp.loss == r1.loss && rp.loss_sum == r1.loss_sum && rp.n_groups == 1 && rp.group_loss[0] == rp.loss);
+
+  /* malformed group_seq: one line naming the batch and the culprit */
+  qs_qwen3_batch bad = plain;
+  qs_qwen3_result res;
+  static const int32_t decreasing[4] = {0, 2, 1, 3}, short_end[3] = {0, 1, 2}, late_start[3] = {1, 2, 3};
+  bad.group_seq = decreasing;
+  bad.n_groups = 3;
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg, "batch 7: group_seq decreases at loss group 1 (2 > 1)");
+  bad.group_seq = short_end;
+  bad.n_groups = 2;
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg, "batch 7: group_seq must run from 0 to 3 sequences (got 0 to 2)");
+  bad.group_seq = late_start;
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg, "batch 7: group_seq must run from 0 to 3 sequences (got 1 to 3)");
+  bad.n_groups = 0;
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg, "batch 7: group_seq is given with 0 loss groups (need at least 1)");
+  /* random mutations: success (finite loss) or one line naming the batch */
+  test_rng r = {77};
+  int32_t gs[4];
+  int failures = 0;
+  for (int iter = 0; iter < 200; iter++) {
+    memcpy(gs, mixed, sizeof gs);
+    int32_t vals[] = {-1, 0, 1, 2, 3, 4, INT32_MIN, INT32_MAX};
+    gs[rng_next(&r) % 4] = vals[rng_next(&r) % 8];
+    bad.group_seq = gs;
+    bad.n_groups = (int)(rng_next(&r) % 4);
+    if (qs_qwen3_run(m, &bad, iter % 2 == 0, NULL, &res, &err)) {
+      CHECK(isfinite(res.loss) && res.n_groups == bad.n_groups);
+    } else {
+      failures++;
+      CHECK(strncmp(err.msg, "batch 7: ", 9) == 0 && strchr(err.msg, '\n') == NULL);
+    }
+  }
+  CHECK(failures > 50);
+  qs_qwen3_destroy(m);
+  qs_lm_release(&lm);
+}
+
 /* ---- visitor order, shapes and the N = 0 rule -------------------------- */
 
 static void test_visitor_order(void) {
@@ -314,7 +589,7 @@ static void test_visitor_order(void) {
   store_free(&s);
   /* an empty batch is not an error either */
   int32_t cu0[1] = {0};
-  qs_qwen3_batch nothing = {8, 0, cu0, NULL, NULL, NULL};
+  qs_qwen3_batch nothing = {8, 0, cu0, NULL, NULL, NULL, NULL, 0, NULL};
   res = run_grads(m, &nothing, cfg.layers, &s);
   CHECK(res.n_valid == 0);
   store_free(&s);
@@ -348,7 +623,7 @@ static void test_errors(void) {
   memcpy(ids, ids3, sizeof ids);
   memcpy(labels, labels3, sizeof labels);
   memcpy(cu, cu3, sizeof cu);
-  qs_qwen3_batch bad = {4, 3, cu, ids, labels, NULL};
+  qs_qwen3_batch bad = {4, 3, cu, ids, labels, NULL, NULL, 0, NULL};
   ids[9] = cfg.vocab;
   CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
   CHECK_STR(err.msg, "batch 4: token id 50 at token 9 is outside the vocabulary [0, 50)");
@@ -360,6 +635,22 @@ static void test_errors(void) {
   cu[2] = 3;
   CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
   CHECK_STR(err.msg, "batch 4: cu_seqlens decreases at sequence 1");
+  cu[2] = cu3[2];
+  /* attention_mask: only left padding (0s, then 1s) in every sequence */
+  uint8_t mask[16];
+  memset(mask, 1, sizeof mask);
+  bad.attention_mask = mask;
+  mask[7] = mask[8] = 0; /* sequence 2 (tokens 7..15) with two pads: fine */
+  CHECK(qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  mask[7] = 1; /* a pad after a real token */
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg,
+            "batch 4: attention_mask of sequence 2 is not left padding: value 0 at token 8 (only 0s, then 1s)");
+  mask[8] = 1;
+  mask[0] = 2;
+  CHECK(!qs_qwen3_run(m, &bad, true, NULL, &res, &err));
+  CHECK_STR(err.msg,
+            "batch 4: attention_mask of sequence 0 is not left padding: value 2 at token 0 (only 0s, then 1s)");
 
   /* random mutations of a valid batch: every run either succeeds or fails
    * with one message naming the batch, never crashes */
@@ -369,12 +660,19 @@ static void test_errors(void) {
     memcpy(ids, ids3, sizeof ids);
     memcpy(labels, labels3, sizeof labels);
     memcpy(cu, cu3, sizeof cu);
+    memset(mask, 1, sizeof mask);
     int32_t *arrays[3] = {ids, labels, cu};
     int sizes[3] = {16, 16, 4};
-    int which = (int)(rng_next(&r) % 3);
-    int at = (int)(rng_next(&r) % (uint64_t)sizes[which]);
-    int32_t vals[] = {-1, -100, 0, cfg.vocab - 1, cfg.vocab, 16, 17, INT32_MIN, INT32_MAX};
-    arrays[which][at] = vals[rng_next(&r) % 9];
+    int which = (int)(rng_next(&r) % 4);
+    if (which == 3) { /* the mask: a run of leading pads, then a random flip */
+      int pads = (int)(rng_next(&r) % 4);
+      for (int i = 0; i < pads; i++) mask[cu3[2] + i] = 0;
+      mask[rng_next(&r) % 16] = (uint8_t)(rng_next(&r) % 3);
+    } else {
+      int at = (int)(rng_next(&r) % (uint64_t)sizes[which]);
+      int32_t vals[] = {-1, -100, 0, cfg.vocab - 1, cfg.vocab, 16, 17, INT32_MIN, INT32_MAX};
+      arrays[which][at] = vals[rng_next(&r) % 9];
+    }
     /* the token count is cu[n_seqs]: never let a mutation claim more tokens
      * than the arrays hold (that is the caller's contract, not data) */
     if (cu[3] > 16 || cu[3] < 0) cu[3] = 16;
@@ -412,6 +710,8 @@ int main(void) {
   test_finite_differences(true);
   test_packed_equals_single();
   test_visitor_order();
+  test_left_padded_equals_packed();
+  test_loss_groups();
   test_errors();
   qs_backend_destroy(be);
   return check_summary("test_qwen3");

@@ -1,7 +1,9 @@
 /* Parity with Hugging Face transformers: tiny random Qwen3-VL checkpoints
  * (saved by transformers, BF16) and the loss, logits and every Linear's
  * grad_output that transformers computed in float32 on the same weights
- * (scripts/fixtures/make_hf_fixtures.py; tests/fixtures/hf_tiny/).
+ * (scripts/fixtures/make_hf_fixtures.py; tests/fixtures/hf_tiny/), for a
+ * packed batch and for a left-padded one (attention mask, HF positions, the
+ * pad-context target).
  *
  * Tolerance 1e-4 in ‖a−b‖/‖b‖ per tensor: both sides run fp32 math on
  * identical bf16 weights (the bf16 -> fp32 upcast is exact), so they differ
@@ -96,48 +98,77 @@ static const int32_t *ref_i32(const qs_st_file *f, const char *name, uint64_t *n
   return qs_st_data(f, t);
 }
 
-static void check_model(qs_backend *be, const char *root, const char *model) {
-  char *dir = qs_path_join(root, model), *ref_path = qs_path_join(dir, "reference.safetensors");
-  qs_lm lm;
+/* The padded layout of a reference: the mask as the model takes it (NULL
+ * when the reference is packed). */
+static uint8_t *mask_of(const qs_st_file *ref, uint64_t tokens) {
+  uint64_t n = 0;
+  const int32_t *mask = ref_i32(ref, "attention_mask", &n);
+  if (!mask) return NULL;
+  CHECK_INT((long)n, (long)tokens);
+  uint8_t *out = qs_malloc(tokens ? tokens : 1);
+  for (uint64_t i = 0; i < tokens && i < n; i++) out[i] = (uint8_t)mask[i];
+  return out;
+}
+
+/* Runs the batch of one reference file through the model and compares the
+ * loss, N, the logits and every G with what transformers recorded. */
+static void check_reference(qs_backend *be, const qs_lm *lm, const char *dir, const char *file, const char *model) {
+  char *ref_path = qs_path_join(dir, file);
   qs_st_file ref;
+  qs_error err;
+  bool opened = qs_st_open(ref_path, &ref, &err);
+  if (!opened) fprintf(stderr, "%s\n", err.msg);
+  CHECK(opened);
+  free(ref_path);
+  if (!opened) return;
+  uint64_t t = 0, n_cu = 1, n_labels = 0, n_pos = 0;
+  const int32_t *ids = ref_i32(&ref, "ids", &t), *cu = ref_i32(&ref, "cu_seqlens", &n_cu);
+  const int32_t *labels = ref_i32(&ref, "labels", &n_labels), *positions = ref_i32(&ref, "positions", &n_pos);
+  CHECK(ids && cu && labels && n_labels == t && (!positions || n_pos == t));
+  uint8_t *mask = mask_of(&ref, t);
+  qs_qwen3_batch batch = {0, (int)n_cu - 1, cu, ids, labels, positions, mask, 0, NULL};
+  parity p = {&ref, be, (long)t, qs_malloc(t * (size_t)lm->cfg.vocab * sizeof(float)), 0};
+  qs_qwen3_options opt = {false, 5}; /* chunked head: several chunks of 5 tokens */
+  qs_qwen3 *m = NULL;
+  CHECK(qs_qwen3_create(be, lm, &opt, &m, &err));
+  qs_qwen3_visitor v = {on_forward, on_backward, true, &p};
+  qs_qwen3_result res;
+  bool ran = m && qs_qwen3_run(m, &batch, true, &v, &res, &err);
+  if (!ran) fprintf(stderr, "%s %s: %s\n", model, file, err.msg);
+  CHECK(ran);
+  const float *loss = ref_f32(&ref, "loss", 1), *n_valid = ref_f32(&ref, "n_valid", 1);
+  const float *logits = ref_f32(&ref, "logits", t * (uint64_t)lm->cfg.vocab);
+  if (ran && loss && n_valid && logits) {
+    CHECK_REL(res.loss, loss[0], 1e-5, 0);
+    CHECK_INT(res.n_valid, (long)n_valid[0]);
+    check_tensor_close("logits", p.logits, logits, (long)t * lm->cfg.vocab, 1e-4);
+    CHECK_INT(p.grads_seen, 7 * lm->cfg.layers + (int)((t + 4) / 5)); /* the head per chunk */
+  }
+  printf("%s %s: loss %.6f (HF %.6f), N %ld\n", model, file, res.loss, loss ? loss[0] : NAN, res.n_valid);
+  qs_qwen3_destroy(m);
+  free(p.logits);
+  free(mask);
+  qs_st_close(&ref);
+}
+
+/* Each model against its packed (right-padded in HF) reference and its
+ * left-padded one: pads as keys and fully masked pad queries, whose
+ * attention output is 0 in HF's default (sdpa) attention as in qsens, so
+ * every slot is compared, pads included. */
+static void check_model(qs_backend *be, const char *root, const char *model) {
+  char *dir = qs_path_join(root, model);
+  qs_lm lm;
   qs_error err;
   bool loaded = qs_checkpoint_load(dir, &lm, NULL, NULL, &err);
   if (!loaded) fprintf(stderr, "%s\n", err.msg);
   CHECK(loaded);
-  bool opened = loaded && qs_st_open(ref_path, &ref, &err);
-  CHECK(opened);
-  if (opened) {
-    uint64_t t = 0, n_cu = 1, n_labels = 0;
-    const int32_t *ids = ref_i32(&ref, "ids", &t), *cu = ref_i32(&ref, "cu_seqlens", &n_cu);
-    const int32_t *labels = ref_i32(&ref, "labels", &n_labels);
-    CHECK(ids && cu && labels && n_labels == t);
+  if (loaded) {
     CHECK_INT(lm.cfg.tied, strstr(model, "tied") != NULL && strstr(model, "untied") == NULL);
-    qs_qwen3_batch batch = {0, (int)n_cu - 1, cu, ids, labels, NULL};
-    parity p = {&ref, be, (long)t, qs_malloc(t * (size_t)lm.cfg.vocab * sizeof(float)), 0};
-    qs_qwen3_options opt = {false, 5}; /* chunked head: 15 tokens in 3 chunks */
-    qs_qwen3 *m = NULL;
-    CHECK(qs_qwen3_create(be, &lm, &opt, &m, &err));
-    qs_qwen3_visitor v = {on_forward, on_backward, true, &p};
-    qs_qwen3_result res;
-    bool ran = m && qs_qwen3_run(m, &batch, true, &v, &res, &err);
-    if (!ran) fprintf(stderr, "%s: %s\n", model, err.msg);
-    CHECK(ran);
-    const float *loss = ref_f32(&ref, "loss", 1), *n_valid = ref_f32(&ref, "n_valid", 1);
-    const float *logits = ref_f32(&ref, "logits", t * (uint64_t)lm.cfg.vocab);
-    if (ran && loss && n_valid && logits) {
-      CHECK_REL(res.loss, loss[0], 1e-5, 0);
-      CHECK_INT(res.n_valid, (long)n_valid[0]);
-      check_tensor_close("logits", p.logits, logits, (long)t * lm.cfg.vocab, 1e-4);
-      CHECK_INT(p.grads_seen, 7 * lm.cfg.layers + 3); /* head in 3 chunks */
-    }
-    printf("%s: loss %.6f (HF %.6f), N %ld\n", model, res.loss, loss ? loss[0] : NAN, res.n_valid);
-    qs_qwen3_destroy(m);
-    free(p.logits);
-    qs_st_close(&ref);
+    check_reference(be, &lm, dir, "reference.safetensors", model);
+    check_reference(be, &lm, dir, "reference_left_padded.safetensors", model);
+    qs_lm_release(&lm);
   }
-  if (loaded) qs_lm_release(&lm);
   free(dir);
-  free(ref_path);
 }
 
 int main(int argc, char **argv) {

@@ -9,26 +9,33 @@
 #include "backend/cpu/cpu_internal.h"
 #include "core/mem.h"
 
-/* Per-token sequence bounds: a token t of a sequence [b, e) gets
- * start[t] = b and end[t] = e; *longest = the longest sequence (measured, not
- * trusted from the shape's hint). Fails on malformed cu_seqlens. */
-static bool token_bounds(const qs_tensor *cu_seqlens, int n_seqs, long tokens, long **start, long **end,
-                         long *longest, qs_error *err) {
+/* Per-token attention bounds: a token t of a sequence [b, e) whose keys
+ * start at offset ks (key_start, 0 without one) gets first[t] = b + ks, its
+ * first attended key, and end[t] = e; *longest = the longest sequence
+ * (measured, not trusted from the shape's hint). Fails on malformed
+ * cu_seqlens or key_start. */
+static bool token_bounds(const qs_tensor *cu_seqlens, const qs_tensor *key_start, int n_seqs, long tokens,
+                         long **first, long **end, long *longest, qs_error *err) {
   const int *cu = cu_seqlens->data;
+  const int *ks = key_start ? key_start->data : NULL;
   if (cu[0] != 0 || cu[n_seqs] != tokens)
     return qs_fail(err, QS_EXIT_RUNTIME, "attention: cu_seqlens must run from 0 to %ld (got %d to %d)", tokens,
                    cu[0], cu[n_seqs]);
-  for (int b = 0; b < n_seqs; b++)
+  for (int b = 0; b < n_seqs; b++) {
     if (cu[b + 1] < cu[b])
       return qs_fail(err, QS_EXIT_RUNTIME, "attention: cu_seqlens decreases at sequence %d (%d > %d)", b, cu[b],
                      cu[b + 1]);
-  *start = qs_malloc((size_t)(tokens ? tokens : 1) * sizeof(long));
+    if (ks && (ks[b] < 0 || ks[b] > cu[b + 1] - cu[b]))
+      return qs_fail(err, QS_EXIT_RUNTIME, "attention: key_start %d of sequence %d is outside [0, %d]", ks[b], b,
+                     cu[b + 1] - cu[b]);
+  }
+  *first = qs_malloc((size_t)(tokens ? tokens : 1) * sizeof(long));
   *end = qs_malloc((size_t)(tokens ? tokens : 1) * sizeof(long));
   *longest = 1;
   for (int b = 0; b < n_seqs; b++) {
     if (cu[b + 1] - cu[b] > *longest) *longest = cu[b + 1] - cu[b];
     for (long t = cu[b]; t < cu[b + 1]; t++) {
-      (*start)[t] = cu[b];
+      (*first)[t] = cu[b] + (ks ? ks[b] : 0);
       (*end)[t] = cu[b + 1];
     }
   }
@@ -66,10 +73,16 @@ static attn_layout layout_of(const qs_attn_shape *s) {
 }
 
 /* One query row (token t, head h): o = softmax(scores)·V over keys
- * [first, t]; returns the logsumexp. p is scratch of t - first + 1 floats. */
+ * [first, t]; returns the logsumexp. A query before its first key (a pad)
+ * attends to nothing: o = 0 and the logsumexp of no score, -inf. p is
+ * scratch of t - first + 1 floats. */
 static float attend_row(const attn_layout *l, const float *q, const float *k, const float *v, long t, long first,
                         int h, float *p, float *o) {
   int g = h / l->n_rep;
+  if (t < first) {
+    zero(o, l->hd);
+    return -INFINITY;
+  }
   const float *qt = q + t * l->q_width + (long)h * l->hd;
   float m = -INFINITY;
   for (long tau = first; tau <= t; tau++) {
@@ -92,8 +105,8 @@ bool cpu_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const
                    const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
                    qs_error *err) {
   (void)be;
-  long *start, *end, longest, tokens = q->rows;
-  if (!token_bounds(cu_seqlens, shape->n_seqs, tokens, &start, &end, &longest, err)) return false;
+  long *first, *end, longest, tokens = q->rows;
+  if (!token_bounds(cu_seqlens, shape->key_start, shape->n_seqs, tokens, &first, &end, &longest, err)) return false;
   attn_layout l = layout_of(shape);
   const float *qd = q->data, *kd = k->data, *vd = v->data;
   float *od = o->data, *ld = lse->data;
@@ -105,11 +118,11 @@ bool cpu_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const
     for (long r = 0; r < rows; r++) {
       long t = r / shape->heads;
       int h = (int)(r % shape->heads);
-      ld[r] = attend_row(&l, qd, kd, vd, t, start[t], h, p, od + t * l.q_width + (long)h * l.hd);
+      ld[r] = attend_row(&l, qd, kd, vd, t, first[t], h, p, od + t * l.q_width + (long)h * l.hd);
     }
     free(p);
   }
-  free(start);
+  free(first);
   free(end);
   return true;
 }
@@ -134,7 +147,8 @@ static float pair_dscore(const attn_bwd_ctx *c, long t, long tau, int h, int g, 
   return p * (dp - c->delta[t * c->heads + h]);
 }
 
-/* dq_t[h] = scale·Σ_τ dS_tτ k_τ over τ in [first, t]. */
+/* dq_t[h] = scale·Σ_τ dS_tτ k_τ over τ in [first, t] (0 for a query before
+ * its first key). */
 static void dq_row(const attn_bwd_ctx *c, long t, long first, int h, float *dq) {
   const attn_layout *l = &c->l;
   int g = h / l->n_rep;
@@ -146,11 +160,13 @@ static void dq_row(const attn_bwd_ctx *c, long t, long first, int h, float *dq) 
 }
 
 /* dk_τ[g], dv_τ[g]: sums over the n_rep query heads of kv head g and the
- * queries t in [τ, last). */
-static void dkv_row(const attn_bwd_ctx *c, long tau, long last, int g, float *dk, float *dv) {
+ * queries t in [τ, last); 0 for a key before the first attended one (a pad),
+ * which no query reads. */
+static void dkv_row(const attn_bwd_ctx *c, long tau, long first, long last, int g, float *dk, float *dv) {
   const attn_layout *l = &c->l;
   zero(dk, l->hd);
   zero(dv, l->hd);
+  if (tau < first) return;
   for (int h = g * l->n_rep; h < (g + 1) * l->n_rep; h++)
     for (long t = tau; t < last; t++) {
       float p = pair_prob(c, t, tau, h, g);
@@ -163,8 +179,8 @@ bool cpu_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tensor *k, c
                        const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o, const qs_tensor *cu_seqlens,
                        const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk, qs_tensor *dv, qs_error *err) {
   (void)be;
-  long *start, *end, longest, tokens = q->rows;
-  if (!token_bounds(cu_seqlens, shape->n_seqs, tokens, &start, &end, &longest, err)) return false;
+  long *first, *end, longest, tokens = q->rows;
+  if (!token_bounds(cu_seqlens, shape->key_start, shape->n_seqs, tokens, &first, &end, &longest, err)) return false;
   (void)longest;
   attn_layout l = layout_of(shape);
   long rows = tokens * shape->heads, kv_rows = tokens * shape->kv_heads;
@@ -178,17 +194,17 @@ bool cpu_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tensor *k, c
   for (long r = 0; r < rows; r++) {
     long t = r / shape->heads;
     int h = (int)(r % shape->heads);
-    dq_row(&c, t, start[t], h, dqd + t * l.q_width + (long)h * l.hd);
+    dq_row(&c, t, first[t], h, dqd + t * l.q_width + (long)h * l.hd);
   }
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < kv_rows; r++) {
     long tau = r / shape->kv_heads;
     int g = (int)(r % shape->kv_heads);
     long at = tau * l.kv_width + (long)g * l.hd;
-    dkv_row(&c, tau, end[tau], g, dkd + at, dvd + at);
+    dkv_row(&c, tau, first[tau], end[tau], g, dkd + at, dvd + at);
   }
   free(delta);
-  free(start);
+  free(first);
   free(end);
   return true;
 }

@@ -64,7 +64,7 @@ bool cpu_amax_accumulate(qs_backend *be, const qs_tensor *x, qs_tensor *acc, qs_
 bool cpu_all_finite(qs_backend *be, const qs_tensor *x, bool *finite, qs_error *err);
 bool cpu_fake_quant(qs_backend *be, const qs_fq_spec *spec, const qs_tensor *x, const qs_tensor *amax,
                     qs_tensor *y, qs_error *err);
-bool cpu_quant_score(qs_backend *be, const qs_tensor *x, const qs_tensor *xq, const qs_tensor *w,
-                     const qs_tensor *wq, const qs_tensor *g, qs_delta_mode mode, double *score, qs_error *err);
+bool cpu_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
+                     const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err);
 
 #endif
