@@ -16,10 +16,13 @@
 enum { MAX_PAIRS = 8 };
 
 /* One cell against its reference row. The engine and the reference compute
- * X and G in float32 with different operation orders (~1e-6 relative), and
- * Δ/Σ(G·Δ)² without cancellation on both sides, so scores agree to ~1e-5;
- * 1e-4 (the required bound) leaves room for an occasional fake-quant rounding
- * flip caused by those 1e-6 differences. amax is a max of X: 1e-5. */
+ * X and G in float32 with different operation orders (~1e-6 relative); the
+ * reference forms Δ without cancellation, the engine as Y_r − Y of fp32 GEMM
+ * outputs (spec §4.3), whose rounding (~2^-24·√K of |Y| per element, K ≤ 64
+ * here) has random signs and averages out in the sum of squares; so scores
+ * agree to ~1e-5. 1e-4 (the required bound) leaves room for an
+ * occasional fake-quant rounding flip caused by those 1e-6 differences. amax
+ * is a max of X: 1e-5. */
 static void compare_cell(const qs_cell *cell, json_t *ref, const char *pair) {
   json_t *names = json_object_get(ref, "linears"), *amax = json_object_get(ref, "input_amax");
   json_t *scores = json_object_get(json_object_get(ref, "scores"), pair);
