@@ -1,7 +1,11 @@
 /* CUDA backend: device memory with an in-use/peak count, scratch buffers,
- * host transfers on the backend's stream, and the op table. */
+ * host transfers on the backend's stream, weight imports through pinned
+ * staging buffers, and the op table. */
 #include "kernels/cuda_internal.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static const double MIB = 1024.0 * 1024.0;
@@ -39,7 +43,7 @@ static void forget(cuda_state *s, void *ptr) {
 }
 
 bool cuda_device_alloc(cuda_state *s, size_t bytes, void **ptr, const char *what, qs_error *err) {
-  cudaError_t rc = cudaMalloc(ptr, bytes);
+  cudaError_t rc = cudaMallocFromPoolAsync(ptr, bytes, s->pool, s->stream);
   if (rc != cudaSuccess) {
     cudaGetLastError(); /* an allocation failure is not sticky: clear it */
     size_t free_b = 0, total_b = 0;
@@ -58,8 +62,21 @@ bool cuda_device_alloc(cuda_state *s, size_t bytes, void **ptr, const char *what
 void cuda_device_free(cuda_state *s, void *ptr) {
   if (!ptr) return;
   forget(s, ptr);
-  cudaFree(ptr);
+  /* Stream-ordered: the memory is reused only by work queued after this. */
+  cudaFreeAsync(ptr, s->stream);
 }
+
+bool qs_cuda_backend_reserve(qs_backend *be, size_t bytes, qs_error *err) {
+  cuda_state *s = cuda_of(be);
+  if (bytes <= s->reserved) return true;
+  void *block;
+  if (!cuda_device_alloc(s, bytes - s->reserved, &block, "the memory reserved up front", err)) return false;
+  cuda_device_free(s, block); /* back to the pool, which keeps it */
+  s->reserved = bytes;
+  return cuda_sync(s, "reserving device memory", err);
+}
+
+size_t qs_cuda_backend_reserved_bytes(const qs_backend *be) { return ((const cuda_state *)be->impl)->reserved; }
 
 bool cuda_scratch(cuda_state *s, cuda_scratch_slot slot, size_t bytes, void **ptr, qs_error *err) {
   if (s->scratch_bytes[slot] < bytes) {
@@ -109,10 +126,134 @@ static bool op_download(qs_backend *be, void *dst, const void *src, size_t bytes
   return copy_sync(cuda_of(be), dst, src, bytes, cudaMemcpyDeviceToHost, "download", err);
 }
 
+/* ---- weight import through pinned staging ----------------------------- */
+
+/* 64 MiB a buffer: a copy that size runs at full link speed, and three of
+ * them are little pinned memory per rank. */
+static const size_t STAGE_BYTES = (size_t)64 << 20;
+/* Copies start at this alignment inside a staging buffer. */
+static const size_t STAGE_ALIGN = 256;
+/* Filling a buffer from the checkpoint's mapping (page cache reads and the
+ * first touch of the mapped pages) is what bounds an upload, at a few GB/s
+ * per thread; each fill thread takes at least FILL_SLICE_MIN bytes, so small
+ * tensors are copied by the calling thread alone. */
+enum { FILL_THREADS_MAX = 8 };
+static const size_t FILL_SLICE_MIN = (size_t)4 << 20;
+
+typedef struct fill_slice {
+  char *dst;
+  const char *src;
+  size_t bytes;
+} fill_slice;
+
+static void *copy_slice(void *arg) {
+  const fill_slice *f = (const fill_slice *)arg;
+  memcpy(f->dst, f->src, f->bytes);
+  return NULL;
+}
+
+/* memcpy split over up to `threads` threads; a slice whose thread cannot be
+ * started is copied by the caller's thread. */
+static void parallel_copy(char *dst, const char *src, size_t bytes, int threads) {
+  size_t by_size = bytes / FILL_SLICE_MIN;
+  int n = by_size < (size_t)threads ? (by_size ? (int)by_size : 1) : threads;
+  fill_slice slice[FILL_THREADS_MAX];
+  pthread_t tid[FILL_THREADS_MAX];
+  bool started[FILL_THREADS_MAX] = {false};
+  for (int i = 0; i < n; i++) {
+    size_t begin = bytes / (size_t)n * (size_t)i, end = i + 1 == n ? bytes : bytes / (size_t)n * (size_t)(i + 1);
+    slice[i] = fill_slice{dst + begin, src + begin, end - begin};
+    started[i] = i > 0 && pthread_create(&tid[i], NULL, copy_slice, &slice[i]) == 0;
+  }
+  for (int i = 0; i < n; i++)
+    if (!started[i]) copy_slice(&slice[i]);
+  for (int i = 1; i < n; i++)
+    if (started[i]) pthread_join(tid[i], NULL);
+}
+
+/* The CPUs this process may run on (an MPI rank bound to a few cores gets
+ * as many fill threads), at most FILL_THREADS_MAX. */
+static int fill_threads(void) {
+  cpu_set_t set;
+  int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return cpus < 1 ? 1 : cpus > FILL_THREADS_MAX ? FILL_THREADS_MAX : cpus;
+}
+
+static void release_staging(cuda_staging *st) {
+  for (int i = 0; i < CUDA_STAGE_BUFFERS; i++) {
+    if (st->buf[i]) cudaFreeHost(st->buf[i]);
+    if (st->drained[i]) cudaEventDestroy(st->drained[i]);
+  }
+  memset(st, 0, sizeof *st);
+}
+
+static bool staging_ready(cuda_staging *st, qs_error *err) {
+  if (st->buf[0]) return true;
+  for (int i = 0; i < CUDA_STAGE_BUFFERS; i++) {
+    void *buf = NULL;
+    cudaEvent_t drained = NULL;
+    cudaError_t rc = cudaHostAlloc(&buf, STAGE_BYTES, cudaHostAllocDefault);
+    if (rc == cudaSuccess) {
+      st->buf[i] = (char *)buf;
+      rc = cudaEventCreateWithFlags(&drained, cudaEventDisableTiming);
+    }
+    if (rc != cudaSuccess) {
+      cudaGetLastError(); /* not sticky: the backend stays usable */
+      release_staging(st);
+      return qs_fail(err, QS_EXIT_RUNTIME,
+                     "CUDA backend: cannot set up %d pinned host buffers of %.0f MiB for uploading weights: %s",
+                     CUDA_STAGE_BUFFERS, (double)STAGE_BYTES / MIB, cudaGetErrorString(rc));
+    }
+    st->drained[i] = drained;
+  }
+  st->fill_threads = fill_threads();
+  return true;
+}
+
+/* Where the next copy is staged and how much fits: the rest of the current
+ * buffer, else the next buffer of the ring once the copies out of it have
+ * drained. */
+static bool stage_room(cuda_staging *st, char **at, size_t *room, const char *what, qs_error *err) {
+  if (st->used == STAGE_BYTES) {
+    st->current = (st->current + 1) % CUDA_STAGE_BUFFERS;
+    st->used = 0;
+    CUDA_TRY(cudaEventSynchronize(st->drained[st->current]), what);
+  }
+  *at = st->buf[st->current] + st->used;
+  *room = STAGE_BYTES - st->used;
+  return true;
+}
+
+/* Host bytes to device memory through the ring. The host bytes are all read
+ * when this returns; the last copies may still be in flight on the stream,
+ * which orders them before any later op, download or free, so the fill of
+ * the next tensor overlaps them. */
+static bool staged_upload(cuda_state *s, char *dst, const char *src, size_t bytes, const char *what,
+                          qs_error *err) {
+  cuda_staging *st = &s->staging;
+  for (size_t done = 0; done < bytes;) {
+    char *at;
+    size_t room;
+    if (!stage_room(st, &at, &room, what, err)) return false;
+    size_t n = bytes - done < room ? bytes - done : room;
+    parallel_copy(at, src + done, n, st->fill_threads);
+    CUDA_TRY(cudaMemcpyAsync(dst + done, at, n, cudaMemcpyHostToDevice, s->stream), what);
+    CUDA_TRY(cudaEventRecord(st->drained[st->current], s->stream), what);
+    /* room and used are multiples of STAGE_ALIGN, so this stays <= STAGE_BYTES */
+    st->used += (n + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
+    done += n;
+  }
+  return true;
+}
+
 static bool op_import(qs_backend *be, const void *host, size_t bytes, void **ptr, qs_error *err) {
   cuda_state *s = cuda_of(be);
+  char what[96];
+  snprintf(what, sizeof what, "uploading a weight of %zu bytes (%.1f MiB)", bytes, (double)bytes / MIB);
+  if (!staging_ready(&s->staging, err)) return false;
   if (!cuda_device_alloc(s, bytes ? bytes : 1, ptr, "a weight", err)) return false;
-  if (copy_sync(s, *ptr, host, bytes, cudaMemcpyHostToDevice, "weight upload", err)) return true;
+  if (staged_upload(s, (char *)*ptr, (const char *)host, bytes, what, err)) return true;
+  cudaStreamSynchronize(s->stream); /* no copy may still write to the memory freed here */
   cuda_device_free(s, *ptr);
   *ptr = NULL;
   return false;
@@ -121,10 +262,12 @@ static bool op_import(qs_backend *be, const void *host, size_t bytes, void **ptr
 static void op_unimport(qs_backend *be, void *ptr) { cuda_device_free(cuda_of(be), ptr); }
 
 static void release_state(cuda_state *s) {
-  cudaStreamSynchronize(s->stream);
+  cudaStreamSynchronize(s->stream); /* staged copies included */
+  release_staging(&s->staging);
   for (int i = 0; i < SCRATCH_COUNT; i++) cuda_device_free(s, s->scratch[i]);
   if (s->gemm) blaslt_destroy(s, s->gemm);
   if (s->stream) cudaStreamDestroy(s->stream);
+  if (s->pool) cudaMemPoolDestroy(s->pool);
   free(s->live);
   free(s);
 }
@@ -173,6 +316,14 @@ static bool open_device(cuda_state *s, int device, qs_error *err) {
   CUDA_TRY(cudaSetDevice(device), "selecting the device");
   CUDA_TRY(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device), "querying the device");
   CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "creating a stream");
+  cudaMemPoolProps props;
+  memset(&props, 0, sizeof props);
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  CUDA_TRY(cudaMemPoolCreate(&s->pool, &props), "creating the memory pool");
+  uint64_t keep_all = UINT64_MAX;
+  CUDA_TRY(cudaMemPoolSetAttribute(s->pool, cudaMemPoolAttrReleaseThreshold, &keep_all), "configuring the memory pool");
   s->device = device;
   return blaslt_create(s, &s->gemm, err);
 }

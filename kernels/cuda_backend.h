@@ -29,6 +29,12 @@ qs_backend *qs_cuda_backend_new(int device, qs_error *err);
 size_t qs_cuda_backend_bytes_in_use(const qs_backend *be);
 size_t qs_cuda_backend_peak_bytes(const qs_backend *be);
 
+/* Reserves `bytes` of device memory up front (the pass's memory plan):
+ * later allocations are carved from it and go beyond it only when the plan
+ * was short. Fails, naming backend.token_budget, when the device lacks it. */
+bool qs_cuda_backend_reserve(qs_backend *be, size_t bytes, qs_error *err);
+size_t qs_cuda_backend_reserved_bytes(const qs_backend *be);
+
 /* Free and total memory of the backend's device now (cudaMemGetInfo), for
  * sizing the step token budget before the weights are placed. */
 bool qs_cuda_backend_free_bytes(const qs_backend *be, size_t *free_bytes, size_t *total_bytes, qs_error *err);

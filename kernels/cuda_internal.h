@@ -49,6 +49,20 @@ typedef struct cuda_allocation {
   size_t bytes;
 } cuda_allocation;
 
+/* Pinned host buffers that weight imports pass through, used as a ring:
+ * while the DMA engine drains one buffer, host threads fill the next from
+ * the checkpoint's mapping (pageable memory would be copied by the driver
+ * through its own small staging area, one buffer at a time). Allocated on
+ * the first import, freed at destroy; host memory, so not in in_use. */
+enum { CUDA_STAGE_BUFFERS = 3 };
+typedef struct cuda_staging {
+  char *buf[CUDA_STAGE_BUFFERS];
+  cudaEvent_t drained[CUDA_STAGE_BUFFERS]; /* recorded after the last copy out of buf[i] */
+  int current;     /* the buffer being filled */
+  size_t used;     /* bytes of buf[current] already handed to copies */
+  int fill_threads;
+} cuda_staging;
+
 typedef struct cuda_state {
   int device;
   int sm_count;
@@ -57,8 +71,15 @@ typedef struct cuda_state {
   void *scratch[SCRATCH_COUNT];
   size_t scratch_bytes[SCRATCH_COUNT];
   size_t in_use, peak; /* bytes of device memory held by the backend */
+  /* Every device allocation comes from this stream-ordered pool, which keeps
+   * what it once held (release threshold: never), so a reservation sized up
+   * front is the arena later allocations are carved from, and frees never
+   * synchronize the device as cudaFree does. */
+  cudaMemPool_t pool;
+  size_t reserved; /* bytes reserved up front (qs_cuda_backend_reserve) */
   cuda_allocation *live;
   size_t n_live, live_cap;
+  cuda_staging staging;
 } cuda_state;
 
 static inline cuda_state *cuda_of(qs_backend *be) { return (cuda_state *)be->impl; }

@@ -301,6 +301,169 @@ typedef struct bench {
   int repeats;
 } bench;
 
+/* Seconds of one product, median of 5 after a warm-up (between device syncs). */
+static bool time_product(qs_backend *be, const qs_tensor *a, const qs_tensor *w, qs_tensor *out, bool backward,
+                         double *seconds, qs_error *err) {
+  enum { TIMED = 5 };
+  double sec[TIMED];
+  bool ok = (backward ? qs_op_linear_bwd(be, a, w, out, false, err) : qs_op_linear(be, a, w, out, false, err)) &&
+            device_sync(err);
+  for (int i = 0; ok && i < TIMED; i++) {
+    double t0 = now_s();
+    ok = (backward ? qs_op_linear_bwd(be, a, w, out, false, err) : qs_op_linear(be, a, w, out, false, err)) &&
+         device_sync(err);
+    sec[i] = now_s() - t0;
+  }
+  if (ok) *seconds = median(sec, TIMED);
+  return ok;
+}
+
+/* The rate of the forward (x·Wᵀ) and backward (dy·W) products of one
+ * decoder layer plus the head at one step's tokens, on random data: what
+ * the model's own GEMMs reach, the ceiling of its MFU (the 8192³ peak is
+ * higher than these narrower shapes give). */
+static bool gemm_mix(const bench *b, long tokens, qs_error *err) {
+  const qs_lm_config *c = &b->lm->cfg;
+  long shapes[][2] = {{(long)c->heads * c->head_dim, c->hidden},   {(long)c->kv_heads * c->head_dim, c->hidden},
+                      {(long)c->kv_heads * c->head_dim, c->hidden}, {c->hidden, (long)c->heads * c->head_dim},
+                      {c->intermediate, c->hidden},                 {c->intermediate, c->hidden},
+                      {c->hidden, c->intermediate}};
+  qs_backend *be = new_backend(err);
+  if (!be) return false;
+  double flops = 0, seconds = 0;
+  bool ok = true;
+  for (int backward = 0; ok && backward <= 1; backward++) {
+    for (size_t i = 0; ok && i < sizeof shapes / sizeof shapes[0]; i++) {
+      long out = shapes[i][0], in = shapes[i][1];
+      qs_tensor w = {0}, a16 = {0}, a = {0}, y = {0};
+      double t = 0;
+      long a_cols = backward ? out : in;
+      /* The input in the activation dtype through a copy op from random bf16 (never zeros). */
+      ok = qs_tensor_alloc(be, QS_BF16, out, in, &w, err) && upload_random(be, &w, 40 + i, err) &&
+           qs_tensor_alloc(be, QS_BF16, tokens, a_cols, &a16, err) && upload_random(be, &a16, 90 + i, err) &&
+           qs_tensor_alloc(be, be->act_dtype, tokens, a_cols, &a, err) && qs_op_copy(be, &a, &a16, err) &&
+           qs_tensor_alloc(be, be->act_dtype, tokens, backward ? in : out, &y, err) &&
+           time_product(be, &a, &w, &y, backward, &t, err);
+      flops += 2.0 * (double)tokens * (double)out * (double)in;
+      seconds += t;
+      qs_tensor_free(be, &w);
+      qs_tensor_free(be, &a16);
+      qs_tensor_free(be, &a);
+      qs_tensor_free(be, &y);
+    }
+  }
+  if (ok)
+    say("the decoder layer's GEMMs (forward and backward products, %ld tokens): %.1f TFLOP/s, %.1f%% of the "
+        "8192^3 peak\n",
+        tokens, flops / seconds * 1e-12, 100.0 * flops / seconds / b->peak_flops);
+  qs_backend_destroy(be);
+  return ok;
+}
+
+/* Median seconds of op(ctx) (between device syncs, after a warm-up). */
+typedef bool (*timed_op)(qs_backend *be, void *ctx, qs_error *err);
+static bool time_op(qs_backend *be, timed_op op, void *ctx, double *seconds, qs_error *err) {
+  enum { TIMED = 5 };
+  double sec[TIMED];
+  bool ok = op(be, ctx, err) && device_sync(err);
+  for (int i = 0; ok && i < TIMED; i++) {
+    double t0 = now_s();
+    ok = op(be, ctx, err) && device_sync(err);
+    sec[i] = now_s() - t0;
+  }
+  if (ok) *seconds = median(sec, TIMED);
+  return ok;
+}
+
+/* Operands of the forward's element-wise ops at one step's tokens. */
+typedef struct fwd_ops {
+  const qs_lm_config *cfg;
+  qs_tensor h, norm_w, y, rstd, q_raw, q, qk_w, q_rstd, pos, g, u, m, targets, head;
+} fwd_ops;
+
+static bool op_rmsnorm(qs_backend *be, void *c, qs_error *err) {
+  fwd_ops *o = c;
+  return qs_op_rmsnorm(be, &o->h, &o->norm_w, 1e-6f, &o->y, &o->rstd, err);
+}
+static bool op_qknorm_rope(qs_backend *be, void *c, qs_error *err) {
+  fwd_ops *o = c;
+  return qs_op_qknorm_rope(be, &o->q_raw, &o->qk_w, 1e-6f, &o->pos, o->cfg->rope_theta, o->cfg->head_dim, &o->q,
+                           &o->q_rstd, err);
+}
+static bool op_swiglu(qs_backend *be, void *c, qs_error *err) {
+  fwd_ops *o = c;
+  return qs_op_swiglu(be, &o->g, &o->u, &o->m, err);
+}
+static bool op_add(qs_backend *be, void *c, qs_error *err) {
+  fwd_ops *o = c;
+  return qs_op_add(be, &o->y, &o->h, err);
+}
+static bool op_head(qs_backend *be, void *c, qs_error *err) {
+  fwd_ops *o = c;
+  double loss = 0;
+  return qs_op_lm_head_xent(be, &o->h, &o->head, &o->targets, 1.0f, 4096, NULL, NULL, &loss, err);
+}
+
+/* Random bf16 contents for t (in its dtype, through a bf16 copy). */
+static bool fill_random(qs_backend *be, qs_tensor *t, uint64_t seed, qs_error *err) {
+  qs_tensor r = {0};
+  bool ok = qs_tensor_alloc(be, QS_BF16, t->rows, t->cols, &r, err) && upload_random(be, &r, seed, err) &&
+            qs_op_copy(be, t, &r, err);
+  qs_tensor_free(be, &r);
+  return ok;
+}
+
+/* Where a forward step's time goes outside the decoder GEMMs: each
+ * element-wise op of the forward timed alone at the step's tokens, times
+ * its calls per forward (attention is timed by qsens_bench_attention). */
+static bool forward_ops(const bench *b, long tokens, qs_error *err) {
+  const qs_lm_config *c = &b->lm->cfg;
+  qs_backend *be = new_backend(err);
+  if (!be) return false;
+  qs_dtype act = be->act_dtype;
+  long qw = (long)c->heads * c->head_dim;
+  fwd_ops o = {.cfg = c};
+  int32_t *ids = qs_malloc((size_t)tokens * sizeof(int32_t));
+  for (long t = 0; t < tokens; t++) ids[t] = (int32_t)(t % c->vocab);
+  bool ok = qs_tensor_alloc(be, act, tokens, c->hidden, &o.h, err) && fill_random(be, &o.h, 3, err) &&
+            qs_tensor_alloc(be, QS_BF16, c->hidden, 1, &o.norm_w, err) && upload_random(be, &o.norm_w, 4, err) &&
+            qs_tensor_alloc(be, act, tokens, c->hidden, &o.y, err) &&
+            qs_tensor_alloc(be, QS_F32, tokens, 1, &o.rstd, err) &&
+            qs_tensor_alloc(be, act, tokens, qw, &o.q_raw, err) && fill_random(be, &o.q_raw, 5, err) &&
+            qs_tensor_alloc(be, act, tokens, qw, &o.q, err) &&
+            qs_tensor_alloc(be, QS_BF16, c->head_dim, 1, &o.qk_w, err) && upload_random(be, &o.qk_w, 6, err) &&
+            qs_tensor_alloc(be, QS_F32, tokens * c->heads, 1, &o.q_rstd, err) &&
+            qs_tensor_alloc(be, QS_I32, tokens, 1, &o.pos, err) && qs_tensor_upload(be, &o.pos, ids, err) &&
+            qs_tensor_alloc(be, act, tokens, c->intermediate, &o.g, err) && fill_random(be, &o.g, 7, err) &&
+            qs_tensor_alloc(be, act, tokens, c->intermediate, &o.u, err) && fill_random(be, &o.u, 8, err) &&
+            qs_tensor_alloc(be, act, tokens, c->intermediate, &o.m, err) &&
+            qs_tensor_alloc(be, QS_I32, tokens, 1, &o.targets, err) && qs_tensor_upload(be, &o.targets, ids, err) &&
+            qs_tensor_alloc(be, QS_BF16, c->vocab, c->hidden, &o.head, err) && upload_random(be, &o.head, 9, err);
+  struct {
+    const char *name;
+    timed_op op;
+    int calls;
+  } ops[] = {{"rmsnorm", op_rmsnorm, 2 * c->layers + 1}, {"qknorm_rope (q)", op_qknorm_rope, c->layers},
+             {"swiglu", op_swiglu, c->layers},           {"residual add", op_add, 2 * c->layers},
+             {"lm_head + loss", op_head, 1}};
+  double total = 0;
+  for (size_t i = 0; ok && i < sizeof ops / sizeof ops[0]; i++) {
+    double t = 0;
+    ok = time_op(be, ops[i].op, &o, &t, err);
+    if (ok) say("forward op %-16s %8.3f ms a call, x%d = %7.2f ms a step\n", ops[i].name, 1e3 * t, ops[i].calls,
+                1e3 * t * ops[i].calls);
+    total += t * ops[i].calls;
+  }
+  if (ok) say("forward ops above: %.1f ms a step of %ld tokens (the k half of qknorm_rope and attention not included)\n",
+              1e3 * total, tokens);
+  qs_tensor *all[] = {&o.h, &o.norm_w, &o.y, &o.rstd, &o.q_raw, &o.q, &o.qk_w, &o.q_rstd, &o.pos, &o.g, &o.u, &o.m,
+                      &o.targets, &o.head};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qs_tensor_free(be, all[i]);
+  free(ids);
+  qs_backend_destroy(be);
+  return ok;
+}
+
 /* One packed batch of sequences [0, n) of a set (positions 0..len-1 each,
  * every next token a target). */
 typedef struct packed {
@@ -449,12 +612,40 @@ static bool seed_step_tokens(qs_backend *be, const qs_lm *lm, long pass_tokens, 
     return qs_fail(err, QS_EXIT_RUNTIME, "the weights (%.2f GiB) and fixed scratch (%.2f GiB) do not fit %.2f GiB free",
                    gib(plan.weight_bytes), gib(plan.fixed_bytes), gib(free_bytes));
   *planned_gib = gib(plan.total_bytes);
+  /* Reserved up front as the app does (kernels/cuda_backend.h). */
+  if (!USE_CPU && !qs_cuda_backend_reserve(be, plan.total_bytes, err)) return false;
   say("seed grid memory plan: weights %.2f GiB, fixed scratch %.2f GiB, %.3f MiB per token, %d weight and %d "
       "activation quantizers; step budget %ld tokens (%s, the pass has %ld); planned total %.2f GiB\n",
       gib(plan.weight_bytes), gib(plan.fixed_bytes), (double)plan.per_token_bytes / (1024.0 * 1024.0),
       r.weight_quantizers, r.act_quantizers, opts->step_tokens, USE_CPU ? "CPU default" : "fitted to free memory",
       pass_tokens, *planned_gib);
   return true;
+}
+
+/* The backend's op table with its weight import timed, so that the seed
+ * grid can report the model's weight upload apart from the pass. An import
+ * returns once the host bytes are read; only its last staged copies may
+ * still be in flight, so the sum is the upload time within a few ms. */
+static const qs_backend_ops *UNTIMED_OPS;
+static qs_backend_ops TIMED_OPS;
+static double IMPORT_S;
+static size_t IMPORT_BYTES;
+
+static bool timed_import(qs_backend *be, const void *host, size_t bytes, void **ptr, qs_error *err) {
+  double t0 = now_s();
+  bool ok = UNTIMED_OPS->import(be, host, bytes, ptr, err);
+  IMPORT_S += now_s() - t0;
+  IMPORT_BYTES += bytes;
+  return ok;
+}
+
+static void time_imports(qs_backend *be) {
+  UNTIMED_OPS = be->ops;
+  TIMED_OPS = *be->ops;
+  TIMED_OPS.import = timed_import;
+  be->ops = &TIMED_OPS;
+  IMPORT_S = 0.0;
+  IMPORT_BYTES = 0;
 }
 
 /* Load, one fused pass of 7 pairs x 3 sizes over 512 captions with the
@@ -470,6 +661,7 @@ static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
     qs_lm_release(&lm);
     return false;
   }
+  time_imports(be);
   double t_load = now_s() - t0;
   seq_set set = make_seqs(SEED_SIZES[NSIZES - 1], 0, lm.cfg.vocab, 3);
   qs_batch_opts bopts = qs_batch_opts_default();
@@ -494,6 +686,8 @@ static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
     say("seed grid: load %.2f s, calibrate %.2f s (%ld tokens), score %.2f s (%ld tokens), search %.2f s; "
         "peak %.2f GiB of %.2f GiB planned\n",
         t_load, tm->calibrate_s, set.tokens, tm->score_s, score_tokens, t1 - t_search, peak_gib(be), planned_gib);
+    say("seed grid weight upload (part of the pass): %.2f GiB in %.2f s, %.1f GB/s\n", gib(IMPORT_BYTES), IMPORT_S,
+        IMPORT_S > 0.0 ? (double)IMPORT_BYTES / IMPORT_S / 1e9 : 0.0);
     add_row("(d) seed grid 7x3, load..search", "captions", (double)set.tokens / (t1 - t0),
             flops / (t1 - t0) / b->peak_flops, peak_gib(be), t1 - t0);
   }
@@ -567,6 +761,8 @@ static bool run_workloads(const args *a, double peak_tflops, qs_error *err) {
       2 * b.n_params, 2 * b.searched_params);
   /* The seed grid first: it is the headline number and the cheapest section. */
   bool ok = section(seed_grid(a->dir, &b, err), "seed grid", err);
+  ok = section(gemm_mix(&b, USE_CPU ? STEP_TOKENS_CPU : STEP_TOKENS, err), "GEMM shapes", err) && ok;
+  ok = section(forward_ops(&b, USE_CPU ? STEP_TOKENS_CPU : STEP_TOKENS, err), "forward ops", err) && ok;
   ok = section(bench_shape(&b, 0, err), "caption-length sequences", err) && ok;
   ok = (a->skip_long || section(bench_shape(&b, LONG_SEQ, err), "512-token sequences", err)) && ok;
   qs_lm_release(&lm);

@@ -272,6 +272,24 @@ static bool choose_step_tokens(const qs_job_settings *s, const qs_memory_request
   return true;
 }
 
+/* On the CUDA backend the planned bytes are reserved before the weights
+ * arrive: the model, the engine and the backend's scratch are then carved
+ * from that one arena, and a plan the device cannot hold fails here, before
+ * any work, naming backend.token_budget. */
+static bool reserve_planned(const pass_inputs *in, qs_strbuf *log, qs_error *err) {
+#ifdef QSENS_HAVE_CUDA
+  if (strcmp(in->backend_name, "cuda") == 0) {
+    if (!qs_cuda_backend_reserve(in->be, in->planned_bytes, err)) return false;
+    qs_job_log(log, "INFO", "reserved %.2f GiB of GPU memory up front for the plan", in->planned_bytes / GIB);
+  }
+#else
+  (void)in;
+  (void)log;
+  (void)err;
+#endif
+  return true;
+}
+
 /* Plans the pass's memory, picks the step token budget and logs both (one
  * line; a second, a warning, when a set budget overshoots the free memory).
  * The job log reaches the terminal when the pass ends, so the plan line is
@@ -306,7 +324,7 @@ static bool plan_memory(const qs_job_settings *settings, const qs_pass *pass, FI
                "the planned %.2f GiB exceed the device's %.2f GiB of free memory less its margin; lower "
                "backend.token_budget if the pass runs out of memory",
                p.total_bytes / GIB, free_bytes / GIB);
-  return true;
+  return reserve_planned(in, log, err);
 }
 
 /* One line after the pass: the most device memory the CUDA backend held,

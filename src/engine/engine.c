@@ -151,15 +151,6 @@ static bool is_disabled(const qs_engine_options *o, const char *name) {
   return false;
 }
 
-static double abs_max_bf16(const qs_bf16 *w, long n) {
-  float m = 0.0f;
-  for (long i = 0; i < n; i++) {
-    float v = fabsf(qs_bf16_to_f32(w[i]));
-    if (v > m || v != v) m = v;
-  }
-  return m;
-}
-
 /* Members of one recipe group share its choices (§4.4), so a glob may not
  * disable only some of q/k/v or gate/up: each of those Linears must agree
  * with its group's first member. */
@@ -187,6 +178,23 @@ static bool in_layer_slice(const qs_engine_options *o, int layer) {
   return o->layer_slices <= 1 || layer % o->layer_slices == o->layer_slice;
 }
 
+/* max |W| of every Linear, reduced where the weights live (a host loop
+ * over the 7.5 GB of a 4B model's Linears took seconds); one download. */
+static bool weight_amax(engine *e, qs_error *err) {
+  float *host = qs_calloc(e->nlin, sizeof(float));
+  qs_tensor acc = {0};
+  bool ok = qs_tensor_alloc(e->be, QS_F32, (long)e->nlin, 1, &acc, err) && qs_tensor_upload(e->be, &acc, host, err);
+  for (size_t i = 0; ok && i < e->nlin; i++) {
+    qs_tensor row = qs_tensor_rows(&acc, (long)i, 1);
+    ok = qs_op_amax_accumulate(e->be, e->lin[i].w, &row, err);
+  }
+  ok = ok && qs_tensor_download(e->be, host, &acc, err);
+  for (size_t i = 0; ok && i < e->nlin; i++) e->lin[i].wmax = host[i];
+  qs_tensor_free(e->be, &acc);
+  free(host);
+  return ok;
+}
+
 static bool setup_linears(engine *e, qs_error *err) {
   int layers = e->lm->cfg.layers;
   e->nlin = (size_t)layers * LINEARS_PER_LAYER + (e->opts->include_lm_head ? 1 : 0);
@@ -195,20 +203,17 @@ static bool setup_linears(engine *e, qs_error *err) {
     eng_linear *l = &e->lin[i];
     l->layer = i < (size_t)layers * LINEARS_PER_LAYER ? (int)(i / LINEARS_PER_LAYER) : -1;
     l->kind = l->layer < 0 ? QS_LIN_LM_HEAD : (qs_linear_kind)(i % LINEARS_PER_LAYER);
-    int out, in;
-    const qs_bf16 *w = qs_lm_linear_weight(e->lm, l->layer, l->kind, &out, &in);
     l->w = qs_qwen3_linear_weight(e->model, l->layer, l->kind);
-    if (!w || !l->w) {
+    if (!l->w) {
       char name[160];
       return qs_fail(err, QS_EXIT_RUNTIME, "the model has no weight for %s", linear_name(e, i, name, sizeof name));
     }
-    l->wmax = abs_max_bf16(w, (long)out * in);
     char name[160];
     l->none_only = is_disabled(e->opts, linear_name(e, i, name, sizeof name));
     l->scored = !l->none_only && in_layer_slice(e->opts, l->layer < 0 ? layers : l->layer);
     if (l->scored && qs_tensor_numel(l->w) > e->wq_cap) e->wq_cap = qs_tensor_numel(l->w);
   }
-  return check_group_agreement(e, err);
+  return weight_amax(e, err) && check_group_agreement(e, err);
 }
 
 /* ---- setup: cells, quantizers, sizes ----------------------------------- */

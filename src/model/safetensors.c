@@ -301,6 +301,11 @@ bool qs_st_open(const char *path, qs_st_file *out, qs_error *err) {
   size_t size = (size_t)st.st_size;
   void *map = NULL;
   if (size > 0) {
+    /* No madvise on the mapping: measured on a 2 GB file read once in order
+     * (as a weight upload reads it), MADV_WILLNEED and MADV_SEQUENTIAL gain
+     * nothing beyond noise when the file is in the page cache; from disk
+     * MADV_WILLNEED was no faster than the kernel's default readahead
+     * (2.6-4.9 s either way) and MADV_SEQUENTIAL 25-40x slower. */
     map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
       int e = errno;

@@ -1,7 +1,7 @@
 /* GPU memory of the CUDA backend: the free-memory query the step token
  * budget is fitted to, the in-use/peak count behind the job's "peak memory"
  * line, an out-of-memory failure that names backend.token_budget and leaves
- * the backend usable, and the memory plan (engine/memory_plan.h) against
+ * the backend usable, the reservation made up front, and the memory plan (engine/memory_plan.h) against
  * what a model step really holds on the device. */
 #include <stdlib.h>
 
@@ -17,8 +17,8 @@ static void test_free_bytes(qs_backend *gpu) {
   qs_error err = {0};
   CHECK(qs_cuda_backend_free_bytes(gpu, &free_b, &total_b, &err));
   CHECK(total_b > 0 && free_b > 0 && free_b <= total_b);
-  /* 64 MiB more in use shows as at least 64 MiB less free (cudaMalloc
-   * rounds up to its pages; nothing else allocates on the test's card). */
+  /* 64 MiB more in use shows as at least 64 MiB less free (the backend's
+   * pool maps whole pages; nothing else allocates on the test's card). */
   qs_tensor t = {0};
   CHECK(qs_tensor_alloc(gpu, QS_BF16, 32, 1 << 20, &t, &err));
   size_t free_after = 0;
@@ -59,6 +59,26 @@ static void test_out_of_memory(qs_backend *gpu) {
   err = (qs_error){0};
   CHECK(qs_tensor_alloc(gpu, QS_BF16, 16, 16, &small, &err));
   qs_tensor_free(gpu, &small);
+}
+
+/* A reservation made up front (the pass's plan) takes the device memory at
+ * once, and later allocations within it are carved from it: the free
+ * memory the driver reports does not move (2 MiB: its page rounding). */
+static void test_reserve(qs_backend *gpu) {
+  qs_error err = {0};
+  size_t free_before = 0, free_reserved = 0, free_used = 0, total_b = 0;
+  CHECK(qs_cuda_backend_free_bytes(gpu, &free_before, &total_b, &err));
+  CHECK(qs_cuda_backend_reserve(gpu, 1024 * MIB, &err));
+  CHECK_INT(qs_cuda_backend_reserved_bytes(gpu), 1024 * MIB);
+  CHECK(qs_cuda_backend_free_bytes(gpu, &free_reserved, &total_b, &err));
+  CHECK(free_reserved + 900 * MIB <= free_before);
+  qs_tensor t = {0};
+  CHECK(qs_tensor_alloc(gpu, QS_BF16, 256, 1 << 20, &t, &err)); /* 512 MiB */
+  CHECK(qs_cuda_backend_free_bytes(gpu, &free_used, &total_b, &err));
+  CHECK(free_used + 2 * MIB >= free_reserved);
+  qs_tensor_free(gpu, &t);
+  CHECK(qs_cuda_backend_reserve(gpu, 512 * MIB, &err)); /* already held: nothing to do */
+  CHECK_INT(qs_cuda_backend_reserved_bytes(gpu), 1024 * MIB);
 }
 
 /* A forward+backward of SEQS x LEN tokens on a fresh backend holds, beyond
@@ -117,6 +137,14 @@ int main(void) {
     test_free_bytes(gpu);
     test_in_use_and_peak(gpu);
     test_out_of_memory(gpu);
+    qs_backend_destroy(gpu);
+  }
+  /* A fresh backend: its pool holds nothing yet (a failed huge allocation
+   * may leave the first one's pool larger than the reservation). */
+  gpu = qs_cuda_backend_new(0, &err);
+  CHECK(gpu != NULL);
+  if (gpu) {
+    test_reserve(gpu);
     qs_backend_destroy(gpu);
   }
   test_plan_matches_a_step();
