@@ -88,8 +88,9 @@ static void test_linear(qs_dtype w_dtype) {
 
 /* ---- norms ----------------------------------------------------------------- */
 
-static void test_rmsnorm(void) {
-  long t = 29, n = 200;
+/* Row widths: 200 and 2560 take the staged vector path (multiple of 8),
+ * 77 the scalar one, 24576 is too wide to stage in shared memory. */
+static void test_rmsnorm(long t, long n) {
   twin x = rand_twin(QS_BF16, t, n, 0.3, 2.0), w = rand_twin(QS_BF16, 1, n, 1.0, 0.3);
   twin y = rand_twin(QS_BF16, t, n, 0.0, 1.0), r = rand_twin(QS_F32, t, 1, 1.0, 0.1);
   ok(qs_op_rmsnorm(gpu, &x.g, &w.g, 1e-6f, &y.g, &r.g, &err) && qs_op_rmsnorm(cpu, &x.c, &w.c, 1e-6f, &y.c, &r.c, &err),
@@ -288,6 +289,28 @@ static void test_attention_cases(void) {
 
 /* ---- elementwise, gather, reductions ---------------------------------------- */
 
+/* Row views that start one row in: with an odd width the data is not
+ * 16-byte aligned, so the element-wise kernels take their scalar path. */
+static twin row_view(const twin *t, long rows) {
+  twin v = {qs_tensor_rows(&t->g, 1, rows), qs_tensor_rows(&t->c, 1, rows)};
+  return v;
+}
+
+/* swiglu and add on views: misaligned (odd width) or aligned (width a
+ * multiple of 8), against the CPU on the same views. */
+static void test_pointwise_views(long t, long n) {
+  twin g = rand_twin(QS_BF16, t + 1, n, 0.0, 2.0), u = rand_twin(QS_BF16, t + 1, n, 0.0, 1.0);
+  twin m = rand_twin(QS_BF16, t + 1, n, 0.0, 1.0), acc = rand_twin(QS_BF16, t + 1, n, 0.0, 1.0);
+  twin gv = row_view(&g, t), uv = row_view(&u, t), mv = row_view(&m, t), av = row_view(&acc, t);
+  ok(qs_op_swiglu(gpu, &gv.g, &uv.g, &mv.g, &err) && qs_op_swiglu(cpu, &gv.c, &uv.c, &mv.c, &err), "swiglu view");
+  /* Compared as whole tensors: their sentinels sit around the parent (a
+   * view's neighbours are data), and row 0 must be untouched on both. */
+  gpu_compare(gpu, &m.g, cpu, &m.c, TOL_BF16, "swiglu (row view)");
+  ok(qs_op_add(gpu, &av.g, &uv.g, &err) && qs_op_add(cpu, &av.c, &uv.c, &err), "add view");
+  gpu_compare(gpu, &acc.g, cpu, &acc.c, TOL_BF16, "add (row view)");
+  free_twin(&g), free_twin(&u), free_twin(&m), free_twin(&acc);
+}
+
 static void test_pointwise(void) {
   long t = 31, n = 77;
   twin g = rand_twin(QS_BF16, t, n, 0.0, 2.0), u = rand_twin(QS_BF16, t, n, 0.0, 1.0);
@@ -461,11 +484,18 @@ int main(void) {
   cpu = qs_cpu_backend_new();
   test_linear(QS_BF16);
   test_linear(QS_F32);
-  test_rmsnorm();
+  test_rmsnorm(29, 200);
+  test_rmsnorm(5, 77);
+  test_rmsnorm(9, 2560);
+  test_rmsnorm(3, 24576);
   test_qknorm_rope(12, 3, 10000.0);
   test_qknorm_rope(128, 4, 5000000.0);
+  test_qknorm_rope(256, 17, 10000.0); /* 4352 elements a token: two head groups */
+  test_qknorm_rope(128, 40, 1000000.0);
   test_attention_cases();
   test_pointwise();
+  test_pointwise_views(13, 77);
+  test_pointwise_views(6, 9728);
   test_reductions();
   test_lm_head();
   test_fake_quant();
