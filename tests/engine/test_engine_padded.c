@@ -24,39 +24,21 @@
 
 #include "check.h"
 #include "engine_fixture.h"
+#include "engine_world.h"
 #include "report/results.h"
 #include "tiny_lm.h"
 
 enum { NSAMPLES = 4, MAX_LENGTH = 24, LAYERS_LINEARS = 7 };
 
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-typedef struct world {
-  qs_lm lm;
-  qs_token_seq *seqs;
-  qs_batch_opts bopts;
-  qs_engine_options opts;
-} world;
+typedef fixture_world world;
 
 /* One logical batch of four captions (4..20 tokens), all shorter than the
  * padded row: every row has pads and a pad-context target. */
 static void world_init(world *w) {
-  qs_lm_config cfg = tiny_lm_config();
-  cfg.intermediate = 64;
-  cfg.head_dim = 16;
-  tiny_lm_build(&w->lm, &cfg, 13, 1.0);
-  w->seqs = fixture_seqs(NSAMPLES, cfg.vocab, 29);
-  w->bopts = qs_batch_opts_default();
+  fixture_world_init(w, NSAMPLES, 13, 29);
   w->bopts.batch_size = NSAMPLES;
   w->bopts.score_size = NSAMPLES;
   w->bopts.max_length = MAX_LENGTH;
-  w->bopts.pad_id = 1;
-  w->opts = qs_engine_options_default();
-}
-
-static void world_free(world *w) {
-  fixture_seqs_free(w->seqs, NSAMPLES);
-  qs_lm_release(&w->lm);
 }
 
 static qs_cell *run_pair(world *w, const char *pair) {
@@ -155,9 +137,9 @@ static void test_fused_deterministic(world *w) {
     check_finite_positive(fused[c].out);
     size_t differ = 0;
     for (size_t i = 0; i < alone->nlinears; i++)
-      differ += !same_bits(alone->linears[i].raw_scores[0], fused[c].out->linears[i].raw_scores[0]);
+      differ += !fixture_same_bits(alone->linears[i].raw_scores[0], fused[c].out->linears[i].raw_scores[0]);
     CHECK_INT(differ, 0);
-    CHECK(same_bits(alone->baseline_loss, fused[c].out->baseline_loss));
+    CHECK(fixture_same_bits(alone->baseline_loss, fused[c].out->baseline_loss));
     qs_cell_free(alone);
     qs_cell_free(fused[c].out);
   }
@@ -185,6 +167,6 @@ int main(void) {
   test_pad_context(&w);
   test_amax_equals_pad_row(&w);
   test_fused_deterministic(&w);
-  world_free(&w);
+  fixture_world_free(&w);
   return check_summary("test_engine_padded");
 }

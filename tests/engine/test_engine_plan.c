@@ -9,6 +9,7 @@
 #include "core/mem.h"
 #include "engine/plan.h"
 #include "engine_fixture.h"
+#include "engine_world.h"
 #include "report/results.h"
 #include "tiny_lm.h"
 
@@ -50,31 +51,12 @@ static void test_names(void) {
   CHECK_STR(buf, "lm_head");
 }
 
-typedef struct world {
-  qs_lm lm;
-  qs_token_seq *seqs;
-  size_t n;
-  qs_batch_opts bopts;
-  qs_engine_options opts;
-} world;
+typedef fixture_world world;
 
-/* The model tests' default tiny shape with widths made whole MXFP4 blocks. */
+/* Logical batches of 4 of the 8 samples. */
 static void world_init(world *w) {
-  qs_lm_config cfg = tiny_lm_config();
-  cfg.intermediate = 64;
-  cfg.head_dim = 16;
-  tiny_lm_build(&w->lm, &cfg, 9, 1.0);
-  w->n = 8;
-  w->seqs = fixture_seqs(w->n, cfg.vocab, 17);
-  w->bopts = qs_batch_opts_default();
+  fixture_world_init(w, 8, 9, 17);
   w->bopts.batch_size = 4;
-  w->bopts.pad_id = 1;
-  w->opts = qs_engine_options_default();
-}
-
-static void world_free(world *w) {
-  fixture_seqs_free(w->seqs, w->n);
-  qs_lm_release(&w->lm);
 }
 
 /* Runs one cell; returns success, the cell in *out (caller frees). */
@@ -120,7 +102,7 @@ static void test_errors(void) {
   w.opts.disabled_layers = split;
   w.opts.n_disabled_layers = 1;
   expect_failure(&w, "wint8_aint8", 8, QS_EXIT_USAGE, "model.language_model.layers.1.self_attn.k_proj");
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 /* Disabled Linears stay in the cell as NONE-only with no score; the others
@@ -158,7 +140,7 @@ static void test_disabled_layers(void) {
   CHECK_STR(some->formats[0].display, "INT8_DEFAULT_CFG(effective-bits: 8.0)");
   qs_cell_free(all);
   qs_cell_free(some);
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 /* modelopt precision runs end to end and is recorded; its bf16-rounded Δ
@@ -195,7 +177,7 @@ static void test_modelopt_and_progress(void) {
   CHECK(strstr(text, " tok/s, ETA ") != NULL && strstr(text, ", loss ") != NULL);
   qs_cell_free(acc);
   qs_cell_free(mo);
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 /* calib_pad_policy: the pad row can only raise a static amax, and it
@@ -225,7 +207,7 @@ static void test_pad_policy(void) {
   qs_cell_free(exc);
   qs_cell_free(dyn_inc);
   qs_cell_free(dyn_exc);
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 /* The head is visited in chunks of lm_chunk_tokens rows; its scores (and
@@ -252,7 +234,7 @@ static void test_head_chunks(void) {
     qs_cell_free(whole);
     qs_cell_free(chunked);
   }
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 /* Layer slices (parallel.mode=layers): each Linear is scored by exactly one
@@ -284,7 +266,7 @@ static void test_layer_slices(void) {
   qs_cell_free(full);
   qs_cell_free(part[0]);
   qs_cell_free(part[1]);
-  world_free(&w);
+  fixture_world_free(&w);
 }
 
 int main(void) {

@@ -25,6 +25,7 @@
 #include "check.h"
 #include "engine/batches.h"
 #include "engine_fixture.h"
+#include "engine_world.h"
 #include "report/results.h"
 #include "tiny_lm.h"
 
@@ -33,33 +34,14 @@ enum { NSAMPLES = 128, SMALL = 16, BATCH = 8, NCELLS = 6 };
 static const char *PAIRS[NCELLS] = {"wint8_aint8", "wint8_aint8", "wfp4_afp8", "wfp4_afp8", "wfp8_afp16", "wfp8_afp16"};
 static const size_t SAMPLES[NCELLS] = {SMALL, NSAMPLES, SMALL, NSAMPLES, SMALL, NSAMPLES};
 
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+typedef fixture_world world;
 
-typedef struct world {
-  qs_lm lm;
-  qs_token_seq *seqs;
-  qs_batch_opts bopts;
-  qs_engine_options opts;
-} world;
-
-/* The tiny test shape with widths in whole 32-blocks (MXFP4). */
+/* Logical batches of BATCH samples; the head searched in 7-row chunks. */
 static void world_init(world *w) {
-  qs_lm_config cfg = tiny_lm_config();
-  cfg.intermediate = 64;
-  cfg.head_dim = 16;
-  tiny_lm_build(&w->lm, &cfg, 21, 1.0);
-  w->seqs = fixture_seqs(NSAMPLES, cfg.vocab, 5);
-  w->bopts = qs_batch_opts_default();
+  fixture_world_init(w, NSAMPLES, 21, 5);
   w->bopts.batch_size = BATCH;
-  w->bopts.pad_id = 1;
-  w->opts = qs_engine_options_default();
   w->opts.include_lm_head = true;
   w->opts.lm_chunk_tokens = 7; /* head chunks that do not line up with sequences */
-}
-
-static void world_free(world *w) {
-  fixture_seqs_free(w->seqs, NSAMPLES);
-  qs_lm_release(&w->lm);
 }
 
 /* eng_step_end: joins batches within the budget, never past a cut, the
@@ -177,7 +159,7 @@ static void compare_cell(const qs_cell *grouped, const qs_cell *single) {
     CHECK(g->raw_scores[0] > 0.0 && isfinite(g->raw_scores[0]));
     CHECK_REL(g->raw_scores[0], s->raw_scores[0], score_tolerance(grouped), 0.0);
     /* NaN (no static amax) exactly where the single run has NaN. */
-    if (i < 3 || isnan(s->input_amax[0])) amax_differ += !same_bits(g->input_amax[0], s->input_amax[0]);
+    if (i < 3 || isnan(s->input_amax[0])) amax_differ += !fixture_same_bits(g->input_amax[0], s->input_amax[0]);
     else CHECK_REL(g->input_amax[0], s->input_amax[0], 1e-6, 0.0);
   }
   CHECK_INT(amax_differ, 0);
@@ -193,7 +175,7 @@ static void compare_cell(const qs_cell *grouped, const qs_cell *single) {
 static void check_snapshot_matters(const qs_cell *small, const qs_cell *large) {
   size_t differ = 0, raised = 0;
   for (size_t i = 0; i < small->nlinears; i++) {
-    differ += !same_bits(small->linears[i].input_amax[0], large->linears[i].input_amax[0]);
+    differ += !fixture_same_bits(small->linears[i].input_amax[0], large->linears[i].input_amax[0]);
     raised += small->linears[i].input_amax[0] > large->linears[i].input_amax[0];
   }
   CHECK(differ > 0);
@@ -231,10 +213,10 @@ static void test_grouped_fused_equals_alone(world *w) {
     qs_engine_cell alone = {PAIRS[c], QS_ACT_AMAX_PAIR_DEFAULT, SAMPLES[c], qs_cell_new()};
     qs_error err;
     CHECK(fixture_run(&w->lm, w->seqs, NSAMPLES, &w->bopts, &w->opts, &alone, 1, &err));
-    size_t differ = !same_bits(alone.out->baseline_loss, fused[c].out->baseline_loss);
+    size_t differ = !fixture_same_bits(alone.out->baseline_loss, fused[c].out->baseline_loss);
     for (size_t i = 0; i < alone.out->nlinears; i++)
-      differ += !same_bits(alone.out->linears[i].raw_scores[0], fused[c].out->linears[i].raw_scores[0]) ||
-                !same_bits(alone.out->linears[i].input_amax[0], fused[c].out->linears[i].input_amax[0]);
+      differ += !fixture_same_bits(alone.out->linears[i].raw_scores[0], fused[c].out->linears[i].raw_scores[0]) ||
+                !fixture_same_bits(alone.out->linears[i].input_amax[0], fused[c].out->linears[i].input_amax[0]);
     if (differ) fprintf(stderr, "%s@%zu: %zu values differ from its lone run\n", PAIRS[c], SAMPLES[c], differ);
     CHECK_INT(differ, 0);
     qs_cell_free(alone.out);
@@ -266,6 +248,6 @@ int main(void) {
   test_partial_grouping(&w, single);
   test_grouped_fused_equals_alone(&w);
   free_cells(single);
-  world_free(&w);
+  fixture_world_free(&w);
   return check_summary("test_engine_steps");
 }

@@ -24,6 +24,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine_fixture.h"
+#include "engine_world.h"
 #include "gpu_util.h"
 #include "kernels/cuda_backend.h"
 #include "report/results.h"
@@ -34,26 +35,12 @@ enum { NSAMPLES = 32, NCELLS = 4 };
 static const char *PAIRS[NCELLS] = {"wint8_aint8", "wint8_aint8", "wfp4_afp8", "wfp8_afp16"};
 static const size_t SAMPLES[NCELLS] = {16, NSAMPLES, NSAMPLES, NSAMPLES};
 
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-typedef struct world {
-  qs_lm lm;
-  qs_token_seq *seqs;
-  qs_batch_opts bopts;
-  qs_engine_options opts;
-} world;
+typedef fixture_world world;
 
 static void world_init(world *w) {
-  qs_lm_config cfg = tiny_lm_config();
-  cfg.intermediate = 64;
-  cfg.head_dim = 16;
-  tiny_lm_build(&w->lm, &cfg, 31, 1.0);
-  w->seqs = fixture_seqs(NSAMPLES, cfg.vocab, 41);
-  w->bopts = qs_batch_opts_default();
+  fixture_world_init(w, NSAMPLES, 31, 41);
   w->bopts.batch_size = 8;
   w->bopts.max_length = 24;
-  w->bopts.pad_id = 1;
-  w->opts = qs_engine_options_default();
   w->opts.include_lm_head = true;
   w->opts.lm_chunk_tokens = 7;
 }
@@ -89,8 +76,8 @@ static void free_cells(qs_cell **cells, size_t n) {
 static size_t differing_bits(const qs_cell *a, const qs_cell *b) {
   size_t n = a->nlinears != b->nlinears;
   for (size_t i = 0; i < a->nlinears && i < b->nlinears; i++)
-    n += !same_bits(a->linears[i].raw_scores[0], b->linears[i].raw_scores[0]);
-  return n + !same_bits(a->baseline_loss, b->baseline_loss);
+    n += !fixture_same_bits(a->linears[i].raw_scores[0], b->linears[i].raw_scores[0]);
+  return n + !fixture_same_bits(a->baseline_loss, b->baseline_loss);
 }
 
 /* a within per_linear (each Linear) and total (the sum) of b. */

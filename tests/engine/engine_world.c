@@ -1,0 +1,21 @@
+#include "engine_world.h"
+
+#include "engine_fixture.h"
+#include "model/tiny_lm.h"
+
+void fixture_world_init(fixture_world *w, size_t n, unsigned model_seed, unsigned seqs_seed) {
+  qs_lm_config cfg = tiny_lm_config();
+  cfg.intermediate = 64;
+  cfg.head_dim = 16;
+  tiny_lm_build(&w->lm, &cfg, model_seed, 1.0);
+  w->n = n;
+  w->seqs = fixture_seqs(n, cfg.vocab, seqs_seed);
+  w->bopts = qs_batch_opts_default();
+  w->bopts.pad_id = 1;
+  w->opts = qs_engine_options_default();
+}
+
+void fixture_world_free(fixture_world *w) {
+  fixture_seqs_free(w->seqs, w->n);
+  qs_lm_release(&w->lm);
+}
