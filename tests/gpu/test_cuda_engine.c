@@ -10,8 +10,8 @@
  * bf16 (test_cuda_model: loss within 5e-4, ‖G‖ within 1e-2, G elements
  * within 6e-2 norm-wise), and a score is Σ(G·Δ)², so its relative error is
  * about twice G's and Δ's, plus the rounding flips of quantized activations
- * whose static amax moved by bf16 rounding (2^-9): bounds 0.25 per Linear,
- * 0.1 for a cell's sum over Linears (noise averages out), 2e-2 for static
+ * whose static amax moved by bf16 rounding (2^-9): bounds per pair in
+ * gpu_bounds, with the Linears ranked alike, 2e-2 for static
  * amax (an element of X, bf16-rounded, after two layers of bf16 noise),
  * 1e-2 for the baseline loss. A wrong slot, a stale FQ_w scratch or an
  * amax over the wrong rows gives O(1) errors on some Linear. Grouping on
@@ -80,7 +80,21 @@ static size_t differing_bits(const qs_cell *a, const qs_cell *b) {
   return n + !fixture_same_bits(a->baseline_loss, b->baseline_loss);
 }
 
-/* a within per_linear (each Linear) and total (the sum) of b. */
+/* Pairs of Linears that a and b order differently although b's scores of
+ * the two differ by more than a factor `apart`: each score may move by
+ * per_linear, so only closer pairs may swap. */
+static size_t ranking_swaps(const qs_cell *a, const qs_cell *b, double apart) {
+  size_t swaps = 0;
+  for (size_t i = 0; i < b->nlinears; i++)
+    for (size_t j = 0; j < b->nlinears; j++) {
+      double bi = b->linears[i].raw_scores[0], bj = b->linears[j].raw_scores[0];
+      if (bi > apart * bj) swaps += a->linears[i].raw_scores[0] <= a->linears[j].raw_scores[0];
+    }
+  return swaps;
+}
+
+/* a within per_linear (each Linear) and total (the sum) of b, ranking the
+ * Linears alike. */
 static void compare_scores(const char *what, const qs_cell *a, const qs_cell *b, double per_linear, double total) {
   CHECK_INT(a->nlinears, b->nlinears);
   double worst = 0.0, sum_a = 0.0, sum_b = 0.0;
@@ -95,6 +109,23 @@ static void compare_scores(const char *what, const qs_cell *a, const qs_cell *b,
   printf("%s %s@%zu: worst Linear %.3g, sum %.3g\n", what, a->pair, a->nsamples, worst, fabs(sum_a / sum_b - 1.0));
   CHECK(worst <= per_linear);
   CHECK_REL(sum_a, sum_b, total, 0.0);
+  double apart = (1.0 + per_linear) / (1.0 - per_linear); /* a_i >= b_i(1-p) > b_j(1+p) >= a_j */
+  CHECK_INT(a->nlinears == b->nlinears ? ranking_swaps(a, b, apart) : 0, 0);
+}
+
+/* GPU vs CPU bounds per pair. The GPU keeps activations and G in bf16
+ * (test_cuda_model: loss within 5e-4, ‖G‖ within 1e-2), a score is Σ(G·Δ)²:
+ *   - weight-only (wfp8_afp16): only G's noise, 2 × ~2e-3: 1e-2 per Linear
+ *     (measured 3.7e-3), 1e-3 for the sum;
+ *   - dynamic FP8 activations (wfp4_afp8): bf16 X moves some E4M3 roundings,
+ *     5e-2 per Linear (measured 2.2e-2), 5e-3 for the sum;
+ *   - static INT8 activations (wint8_aint8): an element of X within 2^-9 of
+ *     an INT8 rounding boundary lands on the other side, and Δ is made of
+ *     those rounding errors: 0.25 per Linear (measured 0.16), 5e-2 sum. */
+static void gpu_bounds(const char *pair, double *per_linear, double *total) {
+  if (strcmp(pair, "wfp8_afp16") == 0) *per_linear = 1e-2, *total = 1e-3;
+  else if (strcmp(pair, "wfp4_afp8") == 0) *per_linear = 5e-2, *total = 5e-3;
+  else *per_linear = 0.25, *total = 5e-2;
 }
 
 static void compare_amax(const qs_cell *gpu, const qs_cell *cpu) {
@@ -112,7 +143,9 @@ static void test_against_cpu(world *w, const char *layout) {
   CHECK(run_cells(w, true, 0, NCELLS, gpu));
   CHECK(run_cells(w, true, 0, NCELLS, again));
   for (size_t c = 0; c < NCELLS; c++) {
-    compare_scores(layout, gpu[c], cpu[c], 0.25, 0.1);
+    double per_linear, total;
+    gpu_bounds(PAIRS[c], &per_linear, &total);
+    compare_scores(layout, gpu[c], cpu[c], per_linear, total);
     compare_amax(gpu[c], cpu[c]);
     CHECK_REL(gpu[c]->baseline_loss, cpu[c]->baseline_loss, 1e-2, 0.0);
     CHECK_INT(differing_bits(gpu[c], again[c]), 0);
