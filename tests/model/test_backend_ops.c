@@ -476,6 +476,9 @@ typedef struct hook_log {
   long rows_seen;
   long expect_begin;
   bool order_ok;
+  /* When set, on_grad runs a linear with this bf16 weight on the chunk, as
+   * a scoring visitor does: the head's own f32 weight must survive it. */
+  const qs_tensor *visitor_w;
 } hook_log;
 
 static bool on_logits(void *ctx, long row_begin, const qs_tensor *x, qs_tensor *logits, qs_error *err) {
@@ -496,7 +499,11 @@ static bool on_grad(void *ctx, long row_begin, const qs_tensor *x, const qs_tens
   h->order_ok = h->order_ok && row_begin == h->expect_begin && x->rows == g->rows;
   h->rows_seen += g->rows;
   h->expect_begin += g->rows;
-  return true;
+  if (!h->visitor_w) return true;
+  qs_tensor y = empty(QS_F32, x->rows, h->visitor_w->rows);
+  bool ok = qs_op_linear(be, x, h->visitor_w, &y, false, err);
+  qs_tensor_free(be, &y);
+  return ok;
 }
 
 static void test_lm_head_xent(void) {
@@ -524,7 +531,11 @@ static void test_lm_head_xent(void) {
   }
   qs_tensor H = to_tensor(h, QS_F32, t, d), W = to_tensor(w, QS_BF16, v, d), TG = to_tensor(tg, QS_I32, t, 1);
   qs_tensor DH = empty(QS_F32, t, d);
-  hook_log log = {0, 0, 0, 0, true};
+  /* A wider bf16 weight for the visitor's linear (it also regrows the
+   * backend's weight scratch). */
+  double *vw = rand_vec(3 * v * d, 0, 1);
+  qs_tensor VW = to_tensor(vw, QS_BF16, 3 * v, d);
+  hook_log log = {0, 0, 0, 0, true, &VW};
   qs_lm_head_hooks hooks = {on_logits, on_grad, &log};
   double got = 0;
   qs_error err;
@@ -536,7 +547,7 @@ static void test_lm_head_xent(void) {
   CHECK_INT(log.rows_seen, t);
   CHECK(log.order_ok);
   /* forward only: same loss, no gradient hook */
-  hook_log log2 = {0, 0, 0, 0, true};
+  hook_log log2 = {0, 0, 0, 0, true, NULL};
   qs_lm_head_hooks hooks2 = {NULL, on_grad, &log2};
   CHECK(qs_op_lm_head_xent(be, &H, &W, &TG, (float)scale, 100, &hooks2, NULL, &got, &err));
   CHECK_REL(got, loss, 1e-5, 0);
@@ -545,9 +556,9 @@ static void test_lm_head_xent(void) {
   qs_tensor BT = to_tensor(bad_tg, QS_I32, t, 1);
   CHECK(!qs_op_lm_head_xent(be, &H, &W, &BT, (float)scale, 4, NULL, &DH, &got, &err));
   CHECK(strstr(err.msg, "target 29 of token 2") != NULL);
-  qs_tensor *all[] = {&H, &W, &TG, &DH, &BT};
-  for (int i = 0; i < 5; i++) qs_tensor_free(be, all[i]);
-  free(h), free(w), free(dh), free(z);
+  qs_tensor *all[] = {&H, &W, &TG, &DH, &BT, &VW};
+  for (int i = 0; i < 6; i++) qs_tensor_free(be, all[i]);
+  free(h), free(w), free(dh), free(z), free(vw);
 }
 
 /* ---- reductions -------------------------------------------------------- */

@@ -26,10 +26,10 @@ float cpu_load(const qs_tensor *t, long i) {
   return ((const float *)t->data)[i];
 }
 
-const float *cpu_weight_f32(qs_backend *be, const qs_tensor *w) {
+const float *cpu_weight_f32(qs_backend *be, const qs_tensor *w, cpu_scratch_slot slot) {
   if (w->dtype == QS_F32) return w->data;
   long n = qs_tensor_numel(w);
-  float *out = cpu_scratch(be, CPU_SCRATCH_WEIGHT, (size_t)n);
+  float *out = cpu_scratch(be, slot, (size_t)n);
   const qs_bf16 *src = w->data;
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < n; i++) out[i] = qs_bf16_to_f32(src[i]);

@@ -8,7 +8,14 @@
 
 /* Reusable host buffers, so that a bf16 weight's f32 copy or a chunk of
  * logits does not cost a fresh allocation (and page faults) on every call. */
-typedef enum cpu_scratch_slot { CPU_SCRATCH_WEIGHT, CPU_SCRATCH_LOGITS, CPU_SCRATCH_COUNT } cpu_scratch_slot;
+/* The head's weight has a slot of its own: it must outlive the lm_head
+ * hooks, whose visitors run other ops (linear, score) on CPU_SCRATCH_WEIGHT. */
+typedef enum cpu_scratch_slot {
+  CPU_SCRATCH_WEIGHT,
+  CPU_SCRATCH_HEAD_WEIGHT,
+  CPU_SCRATCH_LOGITS,
+  CPU_SCRATCH_COUNT
+} cpu_scratch_slot;
 
 typedef struct cpu_state {
   float *scratch[CPU_SCRATCH_COUNT];
@@ -19,9 +26,9 @@ typedef struct cpu_state {
  * next request for the same slot). */
 float *cpu_scratch(qs_backend *be, cpu_scratch_slot slot, size_t n);
 
-/* w as f32: w's own memory when it is f32, else an upcast copy in the weight
- * scratch slot. */
-const float *cpu_weight_f32(qs_backend *be, const qs_tensor *w);
+/* w as f32: w's own memory when it is f32, else an upcast copy in the given
+ * scratch slot (valid until the next use of that slot). */
+const float *cpu_weight_f32(qs_backend *be, const qs_tensor *w, cpu_scratch_slot slot);
 
 /* Element i of an f32 or bf16 tensor. */
 float cpu_load(const qs_tensor *t, long i);

@@ -11,7 +11,7 @@ bool cpu_linear(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tenso
                 qs_error *err) {
   (void)err;
   if (x->rows == 0 || w->rows == 0) return true;
-  const float *wf = cpu_weight_f32(be, w);
+  const float *wf = cpu_weight_f32(be, w, CPU_SCRATCH_WEIGHT);
   int t = (int)x->rows, out = (int)w->rows, in = (int)w->cols;
   /* in == 0 leaves y untouched in BLAS; y = x·Wᵀ is then 0. */
   if (in == 0 && !accumulate) {
@@ -28,7 +28,7 @@ bool cpu_linear_bwd(qs_backend *be, const qs_tensor *dy, const qs_tensor *w, qs_
                     qs_error *err) {
   (void)err;
   if (dy->rows == 0 || w->cols == 0) return true;
-  const float *wf = cpu_weight_f32(be, w);
+  const float *wf = cpu_weight_f32(be, w, CPU_SCRATCH_WEIGHT);
   int t = (int)dy->rows, out = (int)w->rows, in = (int)w->cols;
   if (out == 0 && !accumulate) {
     float *d = dx->data;
@@ -77,7 +77,7 @@ bool cpu_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, co
   *loss_sum = 0.0;
   if (!check_targets(targets, vocab, err)) return false;
   if (tokens == 0) return true;
-  const float *wf = cpu_weight_f32(be, w);
+  const float *wf = cpu_weight_f32(be, w, CPU_SCRATCH_HEAD_WEIGHT);
   long chunk = chunk_tokens < tokens ? chunk_tokens : tokens;
   float *logits_mem = cpu_scratch(be, CPU_SCRATCH_LOGITS, (size_t)(chunk * vocab));
   double *row_loss = qs_malloc((size_t)chunk * sizeof(double));

@@ -112,7 +112,7 @@ bool cpu_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, c
                      const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err) {
   (void)err;
   if (xr->rows == 0 || wr->rows == 0) return true; /* no outputs: nothing to add */
-  score_call c = {xr, y, g, cpu_weight_f32(be, wr), xr->rows, wr->rows, wr->cols,
+  score_call c = {xr, y, g, cpu_weight_f32(be, wr, CPU_SCRATCH_WEIGHT), xr->rows, wr->rows, wr->cols,
                   qs_score_runs_per_row(wr->rows), mode == QS_DELTA_MODELOPT};
   ((double *)acc->data)[slot] += score_total(&c);
   return true;
