@@ -8,6 +8,9 @@
 # usage: test_demo.sh QSENS SOURCE_DIR [MPIEXEC]
 set -u
 Q=$1 SRC=$2 MPIEXEC=${3:-}
+# backend=auto must pick the CPU backend here on a GPU host too: the checks
+# (memory plan lines, bit-identical reruns) are the CPU path's.
+export CUDA_VISIBLE_DEVICES=
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
