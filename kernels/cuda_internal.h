@@ -127,26 +127,17 @@ __device__ static inline void cuda_store(void *p, bool bf16, long i, float v) {
 /* Round to the nearest bf16 value, kept as a float. */
 __device__ static inline float cuda_round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
-/* Deterministic block-wide sums: a fixed shuffle tree per warp, then warp 0
- * over the warp results. Every thread of the block must call it; all get
- * the total. blockDim.x is a multiple of 32, at most 1024. */
-__device__ static inline float cuda_block_sum(float v, float *shared32) {
+/* Deterministic block-wide sums (float or double): a fixed shuffle tree
+ * per warp, then warp 0 over the warp results. Every thread of the block
+ * must call it; all get the total. blockDim.x is a multiple of 32, at most
+ * 1024. */
+template <typename T> __device__ static inline T cuda_block_sum(T v, T *shared32) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   __syncthreads();
   if (lane == 0) shared32[warp] = v;
   __syncthreads();
-  float t = lane < warps ? shared32[lane] : 0.0f;
-  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-  return t;
-}
-__device__ static inline double cuda_block_sum_f64(double v, double *shared32) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  __syncthreads();
-  if (lane == 0) shared32[warp] = v;
-  __syncthreads();
-  double t = lane < warps ? shared32[lane] : 0.0;
+  T t = lane < warps ? shared32[lane] : (T)0;
   for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
   return t;
 }

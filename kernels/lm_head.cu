@@ -36,7 +36,7 @@ __global__ static void xent_kernel(__nv_bfloat16 *z, long vocab, const int *targ
   m = block_max(m, fshared);
   float part = 0.0f;
   for (long j = threadIdx.x; j < vocab; j += blockDim.x) part += expf(__bfloat162float(row[j]) - m);
-  double lse = (double)m + log(cuda_block_sum_f64((double)part, dshared));
+  double lse = (double)m + log(cuda_block_sum((double)part, dshared));
   bool has_target = c >= 0;
   if (threadIdx.x == 0) row_loss[blockIdx.x] = has_target ? lse - (double)__bfloat162float(row[c]) : 0.0;
   if (!grad) return;
@@ -57,7 +57,7 @@ __global__ static void sum_f64_kernel(const double *values, long n, double *out)
   __shared__ double shared[32];
   double s = 0.0;
   for (long i = threadIdx.x; i < n; i += blockDim.x) s += values[i];
-  s = cuda_block_sum_f64(s, shared);
+  s = cuda_block_sum(s, shared);
   if (threadIdx.x == 0) *out = s;
 }
 
