@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/bf16.h"
 #include "core/mem.h"
 #include "kernels/cuda_backend.h"
@@ -32,12 +33,6 @@ typedef struct workload {
 typedef struct attn_buffers {
   qs_tensor q, k, v, o, lse, d_o, dq, dk, dv, cu;
 } attn_buffers;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const qs_error *err) {
   fprintf(stderr, "qsens_bench_attention: %s: %s\n", what, err ? err->msg : "failed");
@@ -88,14 +83,14 @@ static double time_op(qs_backend *be, attn_buffers *b, const qs_attn_shape *shap
   qs_error err;
   double t0 = 0.0;
   for (int r = -1; r < repeats; r++) { /* r = -1: warm-up */
-    if (r == 0) sync_device(), t0 = now_s();
+    if (r == 0) sync_device(), t0 = bench_now_s();
     bool ok = backward ? qs_op_attention_bwd(be, &b->q, &b->k, &b->v, &b->o, &b->lse, &b->d_o, &b->cu, shape,
                                              &b->dq, &b->dk, &b->dv, &err)
                        : qs_op_attention(be, &b->q, &b->k, &b->v, &b->cu, shape, &b->o, &b->lse, &err);
     if (!ok) die(backward ? "attention_bwd" : "attention", &err);
   }
   sync_device();
-  return (now_s() - t0) / repeats;
+  return (bench_now_s() - t0) / repeats;
 }
 
 static void run_workload(qs_backend *be, const workload *w, int repeats) {

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/bf16.h"
 #include "core/mem.h"
 #include "kernels/cuda_backend.h"
@@ -51,12 +52,6 @@ typedef struct buffers {
   qs_tensor positions;                   /* [T] i32 */
   int heads;                             /* of q for the rope ops: 32 or 8 */
 } buffers;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const qs_error *err) {
   fprintf(stderr, "qsens_bench_elementwise: %s: %s\n", what, err ? err->msg : "failed");
@@ -157,11 +152,6 @@ static bool run_op(qs_backend *be, buffers *b, op_kind op, qs_error *err) {
   return false;
 }
 
-static int compare_doubles(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 /* Median seconds per call. */
 static double time_op(qs_backend *be, buffers *b, op_kind op, const char *name, int samples, int calls) {
   double t[MAX_SAMPLES];
@@ -169,14 +159,13 @@ static double time_op(qs_backend *be, buffers *b, op_kind op, const char *name, 
   if (!run_op(be, b, op, &err)) die(name, &err); /* warm-up */
   for (int s = 0; s < samples; s++) {
     sync_device();
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int c = 0; c < calls; c++)
       if (!run_op(be, b, op, &err)) die(name, &err);
     sync_device();
-    t[s] = (now_s() - t0) / calls;
+    t[s] = (bench_now_s() - t0) / calls;
   }
-  qsort(t, (size_t)samples, sizeof t[0], compare_doubles);
-  return samples % 2 ? t[samples / 2] : 0.5 * (t[samples / 2 - 1] + t[samples / 2]);
+  return bench_median(t, samples);
 }
 
 static void report(qs_backend *be, buffers *b, op_kind op, const char *name, const char *shape, double bytes,

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/fsutil.h"
 #include "core/mem.h"
@@ -78,15 +79,9 @@ static long gemm_size(void) { return USE_CPU ? GEMM_N_CPU : GEMM_N; }
 
 /* ---- time-stamped output ----------------------------------------------------- */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double START_S; /* set first thing in main */
 
-static void print_stamp(void) { printf("[%7.1f s] ", now_s() - START_S); }
+static void print_stamp(void) { printf("[%7.1f s] ", bench_now_s() - START_S); }
 
 /* One line of output with the elapsed-time prefix, flushed at once. */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -159,16 +154,6 @@ static void print_table(double peak_tflops, const char *device) {
 }
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 
@@ -281,11 +266,11 @@ static bool gemm_peak(double *tflops, qs_error *err) {
   for (int i = 0; ok && i < WARMUP; i++) ok = qs_op_linear(be, &x, &w, &y, false, err);
   ok = ok && device_sync(err);
   for (int i = 0; ok && i < TIMED; i++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ok = qs_op_linear(be, &x, &w, &y, false, err) && device_sync(err);
-    sec[i] = now_s() - t0;
+    sec[i] = bench_now_s() - t0;
   }
-  if (ok) *tflops = 2.0 * (double)n * (double)n * (double)n / median(sec, TIMED) * 1e-12;
+  if (ok) *tflops = 2.0 * (double)n * (double)n * (double)n / bench_median(sec, TIMED) * 1e-12;
   qs_tensor_free(be, &x);
   qs_tensor_free(be, &w);
   qs_tensor_free(be, &y);
@@ -309,12 +294,12 @@ static bool time_product(qs_backend *be, const qs_tensor *a, const qs_tensor *w,
   bool ok = (backward ? qs_op_linear_bwd(be, a, w, out, false, err) : qs_op_linear(be, a, w, out, false, err)) &&
             device_sync(err);
   for (int i = 0; ok && i < TIMED; i++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ok = (backward ? qs_op_linear_bwd(be, a, w, out, false, err) : qs_op_linear(be, a, w, out, false, err)) &&
          device_sync(err);
-    sec[i] = now_s() - t0;
+    sec[i] = bench_now_s() - t0;
   }
-  if (ok) *seconds = median(sec, TIMED);
+  if (ok) *seconds = bench_median(sec, TIMED);
   return ok;
 }
 
@@ -367,11 +352,11 @@ static bool time_op(qs_backend *be, timed_op op, void *ctx, double *seconds, qs_
   double sec[TIMED];
   bool ok = op(be, ctx, err) && device_sync(err);
   for (int i = 0; ok && i < TIMED; i++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ok = op(be, ctx, err) && device_sync(err);
-    sec[i] = now_s() - t0;
+    sec[i] = bench_now_s() - t0;
   }
-  if (ok) *seconds = median(sec, TIMED);
+  if (ok) *seconds = bench_median(sec, TIMED);
   return ok;
 }
 
@@ -494,12 +479,12 @@ static bool time_model(const bench *b, const qs_qwen3_batch *batch, bool backwar
   qs_qwen3_result res;
   ok = ok && qs_qwen3_run(m, batch, backward, NULL, &res, err);
   for (int i = 0; ok && i < b->repeats; i++) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     ok = qs_qwen3_run(m, batch, backward, NULL, &res, err);
-    sec[i] = now_s() - t0;
+    sec[i] = bench_now_s() - t0;
   }
   if (ok) {
-    double s = median(sec, b->repeats);
+    double s = bench_median(sec, b->repeats);
     long tokens = qs_batch_tokens(batch);
     add_row(what, shape, (double)tokens / s, flops_per_token * (double)tokens / s / b->peak_flops,
             peak_gib(be), s);
@@ -556,7 +541,7 @@ static bool time_scoring(const bench *b, const seq_set *set, size_t per_batch, c
     free_cells(cells, npairs);
   }
   if (ok) {
-    double s = median(sec, b->repeats);
+    double s = bench_median(sec, b->repeats);
     long tokens = tokens_in(set, 0, n);
     double flops = (6 * b->n_params + 2 * (double)npairs * b->searched_params) * (double)tokens;
     add_row(what, shape, (double)tokens / s, flops / s / b->peak_flops, peak_gib(be), s);
@@ -632,9 +617,9 @@ static double IMPORT_S;
 static size_t IMPORT_BYTES;
 
 static bool timed_import(qs_backend *be, const void *host, size_t bytes, void **ptr, qs_error *err) {
-  double t0 = now_s();
+  double t0 = bench_now_s();
   bool ok = UNTIMED_OPS->import(be, host, bytes, ptr, err);
-  IMPORT_S += now_s() - t0;
+  IMPORT_S += bench_now_s() - t0;
   IMPORT_BYTES += bytes;
   return ok;
 }
@@ -653,7 +638,7 @@ static void time_imports(qs_backend *be) {
  * of every cell; the FLOPs counted are the calibration forwards over all
  * 512 captions plus the scoring of the first 128. */
 static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
-  double t0 = now_s();
+  double t0 = bench_now_s();
   qs_lm lm;
   if (!qs_checkpoint_load(dir, &lm, qs_warn_to_stream, stderr, err)) return false;
   qs_backend *be = new_backend(err);
@@ -662,7 +647,7 @@ static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
     return false;
   }
   time_imports(be);
-  double t_load = now_s() - t0;
+  double t_load = bench_now_s() - t0;
   seq_set set = make_seqs(SEED_SIZES[NSIZES - 1], 0, lm.cfg.vocab, 3);
   qs_batch_opts bopts = qs_batch_opts_default();
   bopts.pad_id = pad_token(&lm);
@@ -675,9 +660,9 @@ static bool seed_grid(const char *dir, const bench *b, qs_error *err) {
   double planned_gib = 0;
   bool ok = seed_step_tokens(be, &lm, set.tokens, &opts, &planned_gib, err) &&
             qs_engine_run_pass(be, &lm, &data, cells, NSEED_CELLS, &opts, err);
-  double t_search = now_s();
+  double t_search = bench_now_s();
   for (size_t i = 0; ok && i < NSEED_CELLS; i++) ok = qs_cell_finish(cells[i].out, SEED_EFFECTIVE_BITS, err);
-  double t1 = now_s();
+  double t1 = bench_now_s();
   if (ok) {
     const qs_cell_timings *tm = &cells[NSEED_CELLS - 1].out->timings;
     long score_tokens = tokens_in(&set, 0, bopts.score_size);
@@ -706,9 +691,9 @@ static bool ensure_checkpoint(const char *dir, const char *preset, qs_error *err
   free(config);
   if (present) return true;
   qs_init_model_options o = {preset, SEED, 0, 0, NULL, NULL};
-  double t0 = now_s();
+  double t0 = bench_now_s();
   if (!qs_init_model_write(dir, &o, err)) return false;
-  say("wrote the %s checkpoint to %s in %.1f s\n", preset, dir, now_s() - t0);
+  say("wrote the %s checkpoint to %s in %.1f s\n", preset, dir, bench_now_s() - t0);
   return true;
 }
 
@@ -740,7 +725,7 @@ static bool parse_args(int argc, char **argv, args *a) {
  * so one failure does not cost the other measurements. */
 static bool section(bool ok, const char *name, qs_error *err) {
   if (!ok) {
-    fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s: %s\n", now_s() - START_S, name, err->msg);
+    fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s: %s\n", bench_now_s() - START_S, name, err->msg);
     fflush(stderr);
   }
   return ok;
@@ -748,10 +733,10 @@ static bool section(bool ok, const char *name, qs_error *err) {
 
 /* Everything after the GEMM peak: the model's workloads, both shapes. */
 static bool run_workloads(const args *a, double peak_tflops, qs_error *err) {
-  double t0 = now_s();
+  double t0 = bench_now_s();
   qs_lm lm;
   if (!section(qs_checkpoint_load(a->dir, &lm, qs_warn_to_stream, stderr, err), "checkpoint", err)) return false;
-  say("checkpoint loaded (mmap) in %.2f s\n", now_s() - t0);
+  say("checkpoint loaded (mmap) in %.2f s\n", bench_now_s() - t0);
   bench b = {&lm, lm_params(&lm.cfg), decoder_linear_params(&lm.cfg), peak_tflops * 1e12, a->repeats};
   say("model: %d layers, D %d, %d/%d heads x %d, I %d, V %d%s; N = %.4g, searched Linears Ns = %.4g\n",
       lm.cfg.layers, lm.cfg.hidden, lm.cfg.heads, lm.cfg.kv_heads, lm.cfg.head_dim, lm.cfg.intermediate,
@@ -770,7 +755,7 @@ static bool run_workloads(const args *a, double peak_tflops, qs_error *err) {
 }
 
 int main(int argc, char **argv) {
-  START_S = now_s();
+  START_S = bench_now_s();
   args a;
   if (!parse_args(argc, argv, &a)) {
     fprintf(stderr, "usage: qsens_bench_gpu CHECKPOINT_DIR [--init [PRESET]] [--repeats N >= 1] [--skip-512] [--cpu]\n");
@@ -790,7 +775,7 @@ int main(int argc, char **argv) {
   double peak_tflops = 0;
   bool ok = (!a.preset || ensure_checkpoint(a.dir, a.preset, &err)) && gemm_peak(&peak_tflops, &err);
   if (ok) say("device %s; bf16 GEMM peak: %.1f TFLOP/s\n", device, peak_tflops);
-  if (!ok) fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s\n", now_s() - START_S, err.msg);
+  if (!ok) fprintf(stderr, "[%7.1f s] qsens_bench_gpu: %s\n", bench_now_s() - START_S, err.msg);
   ok = ok && run_workloads(&a, peak_tflops, &err);
   print_table(peak_tflops, device);
   return ok ? 0 : err.status ? err.status : QS_EXIT_RUNTIME;
