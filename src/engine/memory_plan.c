@@ -2,13 +2,14 @@
  * count is in size_t bytes (a 32B model's weights exceed 2^32). */
 #include "engine/memory_plan.h"
 
+#include "backend/score_order.h"
+#include "model/qwen3.h"
+
 enum {
   BF16_BYTES = 2,
   F32_BYTES = 4,
   I32_BYTES = 4,
   F64_BYTES = 8,
-  DEFAULT_LM_CHUNK = 4096, /* model/qwen3.c's default logits rows per chunk */
-  SCORE_RUN_TERMS = 4096,  /* backend/score_order.h QS_SCORE_PARTIAL_TERMS: one fp32 partial per run of a row */
 };
 
 /* The CUDA score op computes Y_r in fp32 row blocks of at most this many
@@ -76,8 +77,6 @@ static size_t model_per_token(const qs_memory_request *r) {
          2 * d * act + F32_BYTES + grads_per_token(c, act) + F32_BYTES * (size_t)c->heads;
 }
 
-static size_t score_runs(size_t n) { return (n + SCORE_RUN_TERMS - 1) / SCORE_RUN_TERMS; }
-
 /* The engine's per-visit buffers per token, for the widest decoder Linear:
  * Y in fp32, the score op's fp32 partials, and one FQ_a(X) slot per
  * distinct quantized activation. */
@@ -85,11 +84,11 @@ static size_t engine_per_token(const qs_memory_request *r) {
   widths w = widths_of(r->cfg);
   size_t n_max = max2(max2(w.q, w.inter), w.d);
   size_t k_max = max2(max2(w.d, w.q), w.inter);
-  return F32_BYTES * (n_max + score_runs(n_max)) + (size_t)r->act_quantizers * r->act_bytes * k_max;
+  return F32_BYTES * (n_max + (size_t)qs_score_runs_per_row((long)n_max)) + (size_t)r->act_quantizers * r->act_bytes * k_max;
 }
 
 static size_t lm_chunk(const qs_memory_request *r) {
-  return r->lm_chunk_tokens > 0 ? (size_t)r->lm_chunk_tokens : DEFAULT_LM_CHUNK;
+  return r->lm_chunk_tokens > 0 ? (size_t)r->lm_chunk_tokens : QS_QWEN3_DEFAULT_LM_CHUNK;
 }
 
 /* The widest searched weight: [I, D] (gate, up, down) or the head's [V, D]. */
@@ -110,7 +109,7 @@ static size_t fixed_bytes(const qs_memory_request *r) {
   size_t bytes = chunk * (w.vocab * r->act_bytes + F64_BYTES) +
                  (size_t)r->weight_quantizers * r->act_bytes * widest_weight(r) + F32_BYTES * SCORE_BLOCK_FLOATS;
   if (r->include_lm_head)
-    bytes += chunk * (F32_BYTES * (w.vocab + score_runs(w.vocab)) + (size_t)r->act_quantizers * r->act_bytes * w.d);
+    bytes += chunk * (F32_BYTES * (w.vocab + (size_t)qs_score_runs_per_row((long)w.vocab)) + (size_t)r->act_quantizers * r->act_bytes * w.d);
   return bytes;
 }
 

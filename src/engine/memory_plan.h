@@ -26,7 +26,7 @@ typedef struct qs_memory_request {
   const qs_lm_config *cfg;
   size_t act_bytes;        /* bytes of one activation element: 2 (bf16, CUDA) or 4 (fp32, CPU) */
   bool keep_activations;   /* every layer's activations kept (no recompute) */
-  long lm_chunk_tokens;    /* logits rows alive at once; <= 0: the model's default (4096) */
+  long lm_chunk_tokens;    /* logits rows alive at once; <= 0: QS_QWEN3_DEFAULT_LM_CHUNK */
   bool include_lm_head;    /* the head is searched: its [V, D] is the widest Linear */
   int weight_quantizers;   /* distinct weight formats of the pass (one FQ_w scratch each) */
   int act_quantizers;      /* distinct quantized activations per visit (one FQ_a slot each) */

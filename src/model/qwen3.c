@@ -14,7 +14,7 @@
     if (!(expr)) return false;   \
   } while (0)
 
-enum { DEFAULT_LM_CHUNK = 4096, ARENA_ALIGN = 256 };
+enum { ARENA_ALIGN = 256 };
 
 typedef struct layer_weights {
   qs_tensor input_norm, q, k, v, q_norm, k_norm, o, post_norm, gate, up, down;
@@ -155,7 +155,7 @@ bool qs_qwen3_create(qs_backend *be, const qs_lm *lm, const qs_qwen3_options *op
   m->be = be;
   m->cfg = lm->cfg;
   if (opts) m->opts = *opts;
-  if (m->opts.lm_chunk_tokens <= 0) m->opts.lm_chunk_tokens = DEFAULT_LM_CHUNK;
+  if (m->opts.lm_chunk_tokens <= 0) m->opts.lm_chunk_tokens = QS_QWEN3_DEFAULT_LM_CHUNK;
   m->layers = qs_calloc((size_t)m->cfg.layers, sizeof *m->layers);
   bool ok = import_globals(m, lm, err);
   for (int l = 0; ok && l < m->cfg.layers; l++) ok = import_layer(m, lm, l, err);

@@ -58,8 +58,11 @@ static inline long qs_batch_tokens(const qs_qwen3_batch *b) { return b->n_seqs >
 
 typedef struct qs_qwen3_options {
   bool keep_activations; /* false: recompute each layer in the backward */
-  long lm_chunk_tokens;  /* rows of logits alive at once; <= 0: 4096 */
+  long lm_chunk_tokens;  /* rows of logits alive at once; <= 0: QS_QWEN3_DEFAULT_LM_CHUNK */
 } qs_qwen3_options;
+
+/* Rows of logits alive at once when qs_qwen3_options.lm_chunk_tokens is not set. */
+#define QS_QWEN3_DEFAULT_LM_CHUNK 4096
 
 /* Where a visited Linear sits. For the lm_head, X and Y/G are visited per
  * chunk of tokens starting at batch row row_begin (chunks never straddle two
