@@ -19,9 +19,16 @@ typedef struct fixture_world {
 } fixture_world;
 
 /* The model tests' tiny shape with widths in whole 32-element blocks
- * (MXFP4 fits), random weights from model_seed, n random samples from
+ * (MXFP4 fits). */
+qs_lm_config fixture_world_config(void);
+
+/* That shape with random weights from model_seed, n random samples from
  * seqs_seed (fixture_seqs). Free with fixture_world_free. */
 void fixture_world_init(fixture_world *w, size_t n, unsigned model_seed, unsigned seqs_seed);
+
+/* A world around a given model (the world owns it from now on) and n random
+ * samples below its vocabulary. */
+void fixture_world_init_lm(fixture_world *w, const qs_lm *lm, size_t n, unsigned seqs_seed);
 void fixture_world_free(fixture_world *w);
 
 /* The same double, bit for bit. */

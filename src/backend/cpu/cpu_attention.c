@@ -64,11 +64,12 @@ typedef struct attn_layout {
   int hd, n_rep;
   long q_width, kv_width; /* row widths of q/o and k/v */
   float scale;
+  bool round; /* the bf16 mode: P and dS rounded to bf16 before their products, as on the GPU */
 } attn_layout;
 
-static attn_layout layout_of(const qs_attn_shape *s) {
+static attn_layout layout_of(const qs_backend *be, const qs_attn_shape *s) {
   attn_layout l = {s->head_dim, s->heads / s->kv_heads, (long)s->heads * s->head_dim,
-                   (long)s->kv_heads * s->head_dim, (float)(1.0 / sqrt((double)s->head_dim))};
+                   (long)s->kv_heads * s->head_dim, (float)(1.0 / sqrt((double)s->head_dim)), cpu_rounds_bf16(be)};
   return l;
 }
 
@@ -97,17 +98,17 @@ static float attend_row(const attn_layout *l, const float *q, const float *k, co
   }
   float inv = (float)(1.0 / sum);
   zero(o, l->hd);
-  for (long tau = first; tau <= t; tau++) axpy(p[tau - first] * inv, v + tau * l->kv_width + (long)g * l->hd, o, l->hd);
+  for (long tau = first; tau <= t; tau++)
+    axpy(cpu_round_if(l->round, p[tau - first]) * inv, v + tau * l->kv_width + (long)g * l->hd, o, l->hd);
   return (float)((double)m + log(sum));
 }
 
 bool cpu_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
                    const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
                    qs_error *err) {
-  (void)be;
   long *first, *end, longest, tokens = q->rows;
   if (!token_bounds(cu_seqlens, shape->key_start, shape->n_seqs, tokens, &first, &end, &longest, err)) return false;
-  attn_layout l = layout_of(shape);
+  attn_layout l = layout_of(be, shape);
   const float *qd = q->data, *kd = k->data, *vd = v->data;
   float *od = o->data, *ld = lse->data;
   long rows = tokens * shape->heads;
@@ -128,7 +129,7 @@ bool cpu_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const
 }
 
 /* Probability P_tτ and dS_tτ = P(dP − Δ_t) of one (query t, key τ) pair of
- * query head h, with dP = do_t·v_τ. */
+ * query head h, with dP = do_t·v_τ (dS rounded in the bf16 mode). */
 typedef struct attn_bwd_ctx {
   attn_layout l;
   const float *q, *k, *v, *lse, *d_o, *delta;
@@ -144,7 +145,7 @@ static float pair_prob(const attn_bwd_ctx *c, long t, long tau, int h, int g) {
 static float pair_dscore(const attn_bwd_ctx *c, long t, long tau, int h, int g, float p) {
   const attn_layout *l = &c->l;
   float dp = dot(c->d_o + t * l->q_width + (long)h * l->hd, c->v + tau * l->kv_width + (long)g * l->hd, l->hd);
-  return p * (dp - c->delta[t * c->heads + h]);
+  return cpu_round_if(l->round, p * (dp - c->delta[t * c->heads + h]));
 }
 
 /* dq_t[h] = scale·Σ_τ dS_tτ k_τ over τ in [first, t] (0 for a query before
@@ -169,7 +170,8 @@ static void dkv_row(const attn_bwd_ctx *c, long tau, long first, long last, int 
   if (tau < first) return;
   for (int h = g * l->n_rep; h < (g + 1) * l->n_rep; h++)
     for (long t = tau; t < last; t++) {
-      float p = pair_prob(c, t, tau, h, g);
+      /* The GPU's dV and dS of this pass both use the bf16 P. */
+      float p = cpu_round_if(l->round, pair_prob(c, t, tau, h, g));
       axpy(p, c->d_o + t * l->q_width + (long)h * l->hd, dv, l->hd);
       axpy(l->scale * pair_dscore(c, t, tau, h, g, p), c->q + t * l->q_width + (long)h * l->hd, dk, l->hd);
     }
@@ -178,11 +180,10 @@ static void dkv_row(const attn_bwd_ctx *c, long tau, long first, long last, int 
 bool cpu_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
                        const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o, const qs_tensor *cu_seqlens,
                        const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk, qs_tensor *dv, qs_error *err) {
-  (void)be;
   long *first, *end, longest, tokens = q->rows;
   if (!token_bounds(cu_seqlens, shape->key_start, shape->n_seqs, tokens, &first, &end, &longest, err)) return false;
   (void)longest;
-  attn_layout l = layout_of(shape);
+  attn_layout l = layout_of(be, shape);
   long rows = tokens * shape->heads, kv_rows = tokens * shape->kv_heads;
   float *delta = qs_malloc((size_t)(rows ? rows : 1) * sizeof(float));
   const float *od = o->data, *dod = d_o->data;

@@ -112,11 +112,21 @@ static const qs_backend_ops cpu_ops = {
     .quant_score = cpu_quant_score,
 };
 
-qs_backend *qs_cpu_backend_new(void) {
+bool cpu_rounds_bf16(const qs_backend *be) { return ((const cpu_state *)be->impl)->bf16; }
+
+static qs_backend *backend_new(bool bf16) {
   qs_backend *be = qs_calloc(1, sizeof *be);
-  be->ops = &cpu_ops;
+  cpu_state *s = qs_calloc(1, sizeof *s);
+  s->bf16 = bf16;
+  s->ops = cpu_ops;
+  if (bf16) cpu_bf16_ops(&s->ops);
+  be->ops = &s->ops;
   be->name = "cpu";
-  be->act_dtype = QS_F32;
-  be->impl = qs_calloc(1, sizeof(cpu_state));
+  be->act_dtype = bf16 ? QS_BF16 : QS_F32;
+  be->impl = s;
   return be;
 }
+
+qs_backend *qs_cpu_backend_new(void) { return backend_new(false); }
+
+qs_backend *qs_cpu_backend_new_bf16(void) { return backend_new(true); }

@@ -1,10 +1,12 @@
 /* Shared by the files of the CPU backend: its state and the op entry points
  * the op table in cpu_backend.c points at. Arguments arrive validated by the
- * qs_op_* wrappers, so activations are f32 here. */
+ * qs_op_* wrappers, and activations are f32 here: in the bf16 mode
+ * (cpu_bf16.c) the ops see f32 copies of the bf16 tensors. */
 #ifndef QSENS_BACKEND_CPU_INTERNAL_H
 #define QSENS_BACKEND_CPU_INTERNAL_H
 
 #include "backend/backend.h"
+#include "core/bf16.h"
 
 /* Reusable host buffers, so that a bf16 weight's f32 copy or a chunk of
  * logits does not cost a fresh allocation (and page faults) on every call. */
@@ -20,7 +22,21 @@ typedef enum cpu_scratch_slot {
 typedef struct cpu_state {
   float *scratch[CPU_SCRATCH_COUNT];
   size_t scratch_cap[CPU_SCRATCH_COUNT]; /* floats */
+  bool bf16; /* the bf16 mode: intermediates rounded where the CUDA kernels round them */
+  qs_backend_ops ops; /* this backend's table (the bf16 mode replaces the activation ops) */
 } cpu_state;
+
+/* Whether the ops round their intermediates to bf16 (the bf16 mode). */
+bool cpu_rounds_bf16(const qs_backend *be);
+
+/* v, or v rounded to bf16 when `round` (an intermediate the CUDA kernels
+ * round, spec qwen3-vl-lm.md §3.1). */
+static inline float cpu_round_if(bool round, float v) { return round ? qs_round_bf16(v) : v; }
+
+/* Turns the f32 op table into the bf16 mode's (cpu_bf16.c): every op that
+ * takes activations runs the f32 op on widened copies and rounds its bf16
+ * outputs. */
+void cpu_bf16_ops(qs_backend_ops *ops);
 
 /* A float buffer of at least n elements owned by the backend (valid until the
  * next request for the same slot). */

@@ -61,6 +61,13 @@ static double xent_row(float *z, long vocab, int target, bool grad, float grad_s
   return loss;
 }
 
+/* The bf16 mode keeps the logits and G_lm in bf16, as the GPU's chunk does. */
+static void round_chunk(const qs_backend *be, qs_tensor *z) {
+  if (!cpu_rounds_bf16(be)) return;
+  float *v = z->data;
+  for (long i = 0; i < qs_tensor_numel(z); i++) v[i] = qs_round_bf16(v[i]);
+}
+
 static bool check_targets(const qs_tensor *targets, long vocab, qs_error *err) {
   const int *tg = targets->data;
   for (long t = 0; t < qs_tensor_numel(targets); t++)
@@ -89,6 +96,7 @@ bool cpu_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, co
     qs_tensor z = {logits_mem, QS_F32, n, vocab};
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)vocab, (int)dim, 1.0f, x.data, (int)dim, wf,
                 (int)dim, 0.0f, logits_mem, (int)vocab);
+    round_chunk(be, &z);
     if (hooks->on_logits && !hooks->on_logits(hooks->ctx, begin, &x, &z, err)) ok = false;
     if (!ok) break;
 #pragma omp parallel for schedule(static)
@@ -97,6 +105,7 @@ bool cpu_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, co
     /* Summed in row order, so the loss is bit-identical run to run. */
     for (long r = 0; r < n; r++) *loss_sum += row_loss[r];
     if (!dh) continue;
+    round_chunk(be, &z);
     if (hooks->on_grad && !hooks->on_grad(hooks->ctx, begin, &x, &z, err)) ok = false;
     if (!ok) break;
     qs_tensor d = qs_tensor_rows(dh, begin, n);

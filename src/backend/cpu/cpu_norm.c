@@ -1,6 +1,9 @@
 /* RMSNorm and the per-head QK-norm + half-split RoPE of the CPU backend,
  * forward and backward. Row sums are accumulated in double so the reference
- * does not depend on the row length's rounding. */
+ * does not depend on the row length's rounding. In the bf16 mode the
+ * forwards round x̂, w⊙x̂, cos/sin and every RoPE product as the CUDA
+ * kernels do (spec qwen3-vl-lm.md §3.1); the backwards round nothing
+ * inside, like theirs. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -15,8 +18,9 @@ static float row_rstd(const float *x, long n, float eps) {
   return (float)(1.0 / sqrt(ss / (double)(n ? n : 1) + (double)eps));
 }
 
-static void row_norm(const float *x, const float *w, float r, long n, float *y) {
-  for (long j = 0; j < n; j++) y[j] = w[j] * (x[j] * r);
+/* y = w ⊙ (x·r); with round, bf16(w ⊙ bf16(x·r)). */
+static void row_norm(const float *x, const float *w, float r, long n, bool round, float *y) {
+  for (long j = 0; j < n; j++) y[j] = cpu_round_if(round, w[j] * cpu_round_if(round, x[j] * r));
 }
 
 /* dx (=|+=) r·(ĝ − x̂·mean(ĝ·x̂)), ĝ = dy ⊙ w, x̂ = x·r. */
@@ -35,16 +39,16 @@ static void row_norm_bwd(const float *x, const float *w, float r, const float *d
 
 bool cpu_rmsnorm(qs_backend *be, const qs_tensor *x, const qs_tensor *w, float eps, qs_tensor *y,
                  qs_tensor *rstd, qs_error *err) {
-  (void)be;
   (void)err;
   float *wf = cpu_vector_f32(w);
   long n = x->cols;
+  bool round = cpu_rounds_bf16(be);
   const float *xd = x->data;
   float *yd = y->data, *rd = rstd->data;
 #pragma omp parallel for schedule(static)
   for (long t = 0; t < x->rows; t++) {
     rd[t] = row_rstd(xd + t * n, n, eps);
-    row_norm(xd + t * n, wf, rd[t], n, yd + t * n);
+    row_norm(xd + t * n, wf, rd[t], n, round, yd + t * n);
   }
   free(wf);
   return true;
@@ -68,12 +72,12 @@ bool cpu_rmsnorm_bwd(qs_backend *be, const qs_tensor *x, const qs_tensor *w, con
 
 /* cos/sin of φ_i = p·θ_i for i < hd/2: the product in fp32 (as the reference
  * computes it), cos/sin in double then rounded, i.e. accurate for the large
- * angles of late positions. */
-static void rope_angles(const float *inv_freq, int half, int position, float *c, float *s) {
+ * angles of late positions (and to bf16 with round: the bf16 tables). */
+static void rope_angles(const float *inv_freq, int half, int position, bool round, float *c, float *s) {
   for (int i = 0; i < half; i++) {
     float phi = (float)position * inv_freq[i];
-    c[i] = (float)cos((double)phi);
-    s[i] = (float)sin((double)phi);
+    c[i] = cpu_round_if(round, (float)cos((double)phi));
+    s[i] = cpu_round_if(round, (float)sin((double)phi));
   }
 }
 
@@ -84,24 +88,26 @@ static float *rope_inv_freqs(double theta, int head_dim) {
   return f;
 }
 
-/* Rotates u[hd] by +φ (sign 1) or −φ (sign −1). */
-static void rope_rotate(const float *u, const float *c, const float *s, int half, float sign, float *out) {
+/* Rotates u[hd] by +φ (sign 1) or −φ (sign −1); with round, every product
+ * and sum is rounded to bf16. */
+static void rope_rotate(const float *u, const float *c, const float *s, int half, float sign, bool round,
+                        float *out) {
   for (int i = 0; i < half; i++) {
     float a = u[i], b = u[i + half], sn = sign * s[i];
-    out[i] = a * c[i] - b * sn;
-    out[i + half] = b * c[i] + a * sn;
+    out[i] = cpu_round_if(round, cpu_round_if(round, a * c[i]) - cpu_round_if(round, b * sn));
+    out[i + half] = cpu_round_if(round, cpu_round_if(round, b * c[i]) + cpu_round_if(round, a * sn));
   }
 }
 
 bool cpu_qknorm_rope(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, float eps,
                      const qs_tensor *positions, double theta, int head_dim, qs_tensor *out, qs_tensor *rstd,
                      qs_error *err) {
-  (void)be;
   (void)err;
   float *wf = cpu_vector_f32(w);
   float *inv_freq = rope_inv_freqs(theta, head_dim);
   int half = head_dim / 2;
   long heads = raw->cols / head_dim, width = raw->cols;
+  bool round = cpu_rounds_bf16(be);
   const float *xd = raw->data;
   const int *pos = positions->data;
   float *od = out->data, *rd = rstd->data;
@@ -111,13 +117,13 @@ bool cpu_qknorm_rope(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, f
     float *c = buf, *s = buf + half, *normed = buf + head_dim;
 #pragma omp for schedule(static)
     for (long t = 0; t < raw->rows; t++) {
-      rope_angles(inv_freq, half, pos[t], c, s);
+      rope_angles(inv_freq, half, pos[t], round, c, s);
       for (long h = 0; h < heads; h++) {
         const float *x = xd + t * width + h * head_dim;
         float r = row_rstd(x, head_dim, eps);
         rd[t * heads + h] = r;
-        row_norm(x, wf, r, head_dim, normed);
-        rope_rotate(normed, c, s, half, 1.0f, od + t * width + h * head_dim);
+        row_norm(x, wf, r, head_dim, round, normed);
+        rope_rotate(normed, c, s, half, 1.0f, round, od + t * width + h * head_dim);
       }
     }
     free(buf);
@@ -145,10 +151,10 @@ bool cpu_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_tensor *
     float *c = buf, *s = buf + half, *dnormed = buf + head_dim;
 #pragma omp for schedule(static)
     for (long t = 0; t < raw->rows; t++) {
-      rope_angles(inv_freq, half, pos[t], c, s);
+      rope_angles(inv_freq, half, pos[t], false, c, s);
       for (long h = 0; h < heads; h++) {
         long at = t * width + h * head_dim;
-        rope_rotate(dd + at, c, s, half, -1.0f, dnormed);
+        rope_rotate(dd + at, c, s, half, -1.0f, false, dnormed);
         row_norm_bwd(xd + at, wf, rd[t * heads + h], dnormed, head_dim, gd + at, false);
       }
     }

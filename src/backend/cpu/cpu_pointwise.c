@@ -8,13 +8,14 @@
 
 static float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
+/* m = silu(g)·u; in the bf16 mode silu(g) is rounded first (§3.1). */
 bool cpu_swiglu(qs_backend *be, const qs_tensor *g, const qs_tensor *u, qs_tensor *m, qs_error *err) {
-  (void)be;
   (void)err;
+  bool round = cpu_rounds_bf16(be);
   const float *gd = g->data, *ud = u->data;
   float *md = m->data;
 #pragma omp parallel for schedule(static)
-  for (long i = 0; i < qs_tensor_numel(g); i++) md[i] = gd[i] * sigmoid(gd[i]) * ud[i];
+  for (long i = 0; i < qs_tensor_numel(g); i++) md[i] = cpu_round_if(round, gd[i] * sigmoid(gd[i])) * ud[i];
   return true;
 }
 
