@@ -8,10 +8,6 @@
 
 enum { THREADS = 256 };
 
-/* Rows of one Y_r block: bounds the score's fp32 Y_r scratch (2^25 floats,
- * 128 MiB) without changing a result, since partials never span rows. */
-#define SCORE_BLOCK_FLOATS (1L << 25)
-
 #define GRID_STRIDE(i, n) for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < (n); i += (long)gridDim.x * blockDim.x)
 
 /* ---- fake quant ------------------------------------------------------------- */
@@ -190,7 +186,7 @@ static bool score_block(cuda_state *s, const score_call *c, long r0, long rows, 
 }
 
 static bool score_scratch(cuda_state *s, score_call *c, qs_error *err) {
-  c->block = SCORE_BLOCK_FLOATS / c->n;
+  c->block = QS_SCORE_BLOCK_FLOATS / c->n;
   if (c->block < 1) c->block = 1;
   if (c->block > c->t) c->block = c->t;
   void *yr, *partial;

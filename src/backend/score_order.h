@@ -37,6 +37,10 @@
 #define QS_SCORE_LANES 32
 /* fp64 accumulators of the combination (a power of two). */
 #define QS_SCORE_COMBINE_SLOTS 256
+/* A backend makes Y_r in blocks of whole rows of at most this many fp32
+ * values (its scratch, which the memory plan counts); partials never span
+ * rows, so the blocking changes no bit. */
+#define QS_SCORE_BLOCK_FLOATS (1L << 25)
 /* |G·Δ| beyond this is clamped before squaring (ModelOpt ≥ 0.44), so an
  * overflowing product cannot turn a score into inf. */
 #define QS_SCORE_CLAMP 1e10f

@@ -12,10 +12,6 @@ enum {
   F64_BYTES = 8,
 };
 
-/* The CUDA score op computes Y_r in fp32 row blocks of at most this many
- * values (kernels/quant.cu SCORE_BLOCK_FLOATS). */
-static const size_t SCORE_BLOCK_FLOATS = (size_t)1 << 25;
-
 /* Margin: 1/16 of the free memory (kernel modules load lazily, cuBLASLt
  * keeps workspaces, allocations round up to pages) and at least 512 MiB
  * (the CUDA context's own growth on a small card). */
@@ -107,7 +103,8 @@ static size_t fixed_bytes(const qs_memory_request *r) {
   widths w = widths_of(r->cfg);
   size_t chunk = lm_chunk(r);
   size_t bytes = chunk * (w.vocab * r->act_bytes + F64_BYTES) +
-                 (size_t)r->weight_quantizers * r->act_bytes * widest_weight(r) + F32_BYTES * SCORE_BLOCK_FLOATS;
+                 (size_t)r->weight_quantizers * r->act_bytes * widest_weight(r) +
+                 F32_BYTES * (size_t)QS_SCORE_BLOCK_FLOATS;
   if (r->include_lm_head)
     bytes += chunk * (F32_BYTES * (w.vocab + (size_t)qs_score_runs_per_row((long)w.vocab)) + (size_t)r->act_quantizers * r->act_bytes * w.d);
   return bytes;

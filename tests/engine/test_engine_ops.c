@@ -307,10 +307,10 @@ static void test_score_twins(void) {
      * ~12300 comparable terms by O(1) of itself: 1e-3 bounds a few. */
     check_score_twin(pairs[p][0], pairs[p][1], QS_DELTA_MODELOPT, 1e-3, 3, 4100, 64);
   }
-  /* More rows than one Y_r block of 2^22 / 4100 = 1023 rows: the row
-   * blocking. */
-  check_score_twin("int8", "int8", QS_DELTA_ACCURATE, 1e-5, 1030, 4100, 16);
-  check_score_twin("int8", "int8", QS_DELTA_MODELOPT, 1e-3, 1030, 4100, 16);
+  /* More rows than one Y_r block of QS_SCORE_BLOCK_FLOATS / 4100 = 8184
+   * rows: the row blocking. */
+  check_score_twin("int8", "int8", QS_DELTA_ACCURATE, 1e-5, 8200, 4100, 8);
+  check_score_twin("int8", "int8", QS_DELTA_MODELOPT, 1e-3, 8200, 4100, 8);
 }
 
 int main(void) {

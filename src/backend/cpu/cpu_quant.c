@@ -9,11 +9,6 @@
 #include "core/bf16.h"
 #include "core/mem.h"
 
-/* Scratch bound for one block of Y_r rows (floats). Rows are blocked so
- * memory stays bounded; partials never span rows, so the result does not
- * depend on the blocking. */
-#define BLOCK_FLOATS (1L << 22)
-
 /* Element counts below which a loop of the op runs on the calling thread:
  * waking the other OpenMP threads costs more than such a loop (the demo's
  * Linears), and the OpenBLAS threads of the next GEMM still spin on the
@@ -88,7 +83,7 @@ static void block_partials(const score_call *c, long r0, long rows, const float 
 /* The call's fp64 total (score_order.h), Y_r made block by block of rows. */
 static double score_total(const score_call *c) {
   long widest = c->n > c->k ? c->n : c->k;
-  long rb = BLOCK_FLOATS / (widest > 0 ? widest : 1);
+  long rb = QS_SCORE_BLOCK_FLOATS / (widest > 0 ? widest : 1);
   if (rb < 1) rb = 1;
   if (rb > c->t) rb = c->t;
   bool x_f32 = c->xr->dtype == QS_F32;
