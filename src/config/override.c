@@ -1588,28 +1588,37 @@ static void append_number_text(qs_strbuf *b, const qs_node *n) {
   else qs_sb_append(b, n->b ? "True" : "False"); /* Python str(bool) */
 }
 
+/* Prints key k (key) or item k of a container into b. */
+typedef void (*text_child)(qs_strbuf *b, const void *container, size_t k, bool key);
+
+/* "[i0,i1,…]", or with dict "{k0:i0,k1:i1,…}", as Hydra writes a list or
+ * dict element: no spaces. */
+static void append_container_text(qs_strbuf *b, bool dict, size_t n, text_child child, const void *container) {
+  qs_sb_putc(b, dict ? '{' : '[');
+  for (size_t k = 0; k < n; k++) {
+    if (k) qs_sb_putc(b, ',');
+    if (dict) {
+      child(b, container, k, true);
+      qs_sb_putc(b, ':');
+    }
+    child(b, container, k, false);
+  }
+  qs_sb_putc(b, dict ? '}' : ']');
+}
+
+static void append_pel_text(qs_strbuf *b, const pel *e);
+
+static void pel_child_text(qs_strbuf *b, const void *container, size_t k, bool key) {
+  const pel *e = container;
+  append_pel_text(b, key ? e->keys[k] : e->items[k]);
+}
+
 /* Override._get_value_element_as_str over the parsed element. */
 static void append_pel_text(qs_strbuf *b, const pel *e) {
   switch (e->kind) {
   case P_QSTR: append_with_quotes(b, e->s, e->quote); return;
   case P_LIST:
-    qs_sb_putc(b, '[');
-    for (size_t k = 0; k < e->n; k++) {
-      if (k) qs_sb_putc(b, ',');
-      append_pel_text(b, e->items[k]);
-    }
-    qs_sb_putc(b, ']');
-    return;
-  case P_DICT:
-    qs_sb_putc(b, '{');
-    for (size_t k = 0; k < e->n; k++) {
-      if (k) qs_sb_putc(b, ',');
-      append_pel_text(b, e->keys[k]);
-      qs_sb_putc(b, ':');
-      append_pel_text(b, e->items[k]);
-    }
-    qs_sb_putc(b, '}');
-    return;
+  case P_DICT: append_container_text(b, e->kind == P_DICT, e->n, pel_child_text, e); return;
   default: {
     qs_node *n = pel_to_node(e);
     char *t = qs_override_element_text(n);
@@ -1951,28 +1960,20 @@ char *qs_override_key_element(const qs_override *ov) {
   return qs_sb_take(&b);
 }
 
+static void append_node_text(qs_strbuf *b, const qs_node *n);
+
+static void node_child_text(qs_strbuf *b, const void *container, size_t k, bool key) {
+  const qs_node *n = container;
+  if (key) append_escaped(b, n->keys[k]);
+  else append_node_text(b, n->items[k]);
+}
+
 static void append_node_text(qs_strbuf *b, const qs_node *n) {
   switch (n->kind) {
   case QS_NULL: qs_sb_append(b, "null"); return;
   case QS_STR: append_escaped(b, n->s); return;
   case QS_LIST:
-    qs_sb_putc(b, '[');
-    for (size_t k = 0; k < n->n; k++) {
-      if (k) qs_sb_putc(b, ',');
-      append_node_text(b, n->items[k]);
-    }
-    qs_sb_putc(b, ']');
-    return;
-  case QS_MAP:
-    qs_sb_putc(b, '{');
-    for (size_t k = 0; k < n->n; k++) {
-      if (k) qs_sb_putc(b, ',');
-      append_escaped(b, n->keys[k]);
-      qs_sb_putc(b, ':');
-      append_node_text(b, n->items[k]);
-    }
-    qs_sb_putc(b, '}');
-    return;
+  case QS_MAP: append_container_text(b, n->kind == QS_MAP, n->n, node_child_text, n); return;
   default: append_number_text(b, n);
   }
 }

@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,51 @@ static herr_t write_formats(hid_t run, const qs_cell *cell, const int *column) {
   return rc;
 }
 
+/* One member of a row struct written as an HDF5 compound. */
+typedef enum field_kind { FIELD_STR, FIELD_I8, FIELD_I32, FIELD_I64, FIELD_F64 } field_kind;
+
+typedef struct compound_field {
+  const char *name;
+  size_t offset;
+  field_kind kind;
+  size_t str_len; /* FIELD_STR: bytes, the terminating NUL included */
+} compound_field;
+
+/* A field's type in memory (native) or in the file (little-endian). */
+static hid_t field_type(const compound_field *f, bool file) {
+  switch (f->kind) {
+  case FIELD_STR: return string_type(f->str_len);
+  case FIELD_I8: return H5Tcopy(file ? H5T_STD_I8LE : H5T_NATIVE_INT8);
+  case FIELD_I32: return H5Tcopy(file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
+  case FIELD_I64: return H5Tcopy(file ? H5T_STD_I64LE : H5T_NATIVE_INT64);
+  case FIELD_F64: break;
+  }
+  return H5Tcopy(file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE);
+}
+
+/* A row struct's compound type in memory, or packed in the file. */
+static hid_t compound_type(size_t size, const compound_field *fields, size_t n, bool file) {
+  hid_t t = H5Tcreate(H5T_COMPOUND, size);
+  for (size_t i = 0; i < n; i++) {
+    hid_t member = field_type(&fields[i], file);
+    H5Tinsert(t, fields[i].name, fields[i].offset, member);
+    H5Tclose(member);
+  }
+  if (file) H5Tpack(t);
+  return t;
+}
+
+/* Writes n rows of a struct of the given fields as a 1-D compound dataset. */
+static herr_t write_compound(hid_t run, const char *name, size_t row_size, const compound_field *fields,
+                             size_t nfields, size_t n, const void *rows) {
+  hid_t ft = compound_type(row_size, fields, nfields, true), mt = compound_type(row_size, fields, nfields, false);
+  hsize_t dims[1] = {n};
+  herr_t rc = dataset_write(run, name, ft, mt, 1, dims, rows);
+  H5Tclose(ft);
+  H5Tclose(mt);
+  return rc;
+}
+
 typedef struct linear_row {
   char name[H5_NAME_LEN];
   char kind[H5_KIND_LEN];
@@ -139,33 +185,15 @@ typedef struct linear_row {
   int8_t none_only;
 } linear_row;
 
-/* Compound type of linear_row in memory (native) or in the file (little-endian). */
-static hid_t linear_type(bool file) {
-  hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(linear_row));
-  hid_t name = string_type(H5_NAME_LEN), kind = string_type(H5_KIND_LEN);
-  H5Tinsert(t, "name", HOFFSET(linear_row, name), name);
-  H5Tinsert(t, "kind", HOFFSET(linear_row, kind), kind);
-  H5Tinsert(t, "layer", HOFFSET(linear_row, layer), file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
-  H5Tinsert(t, "group", HOFFSET(linear_row, group), file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
-  H5Tinsert(t, "numel", HOFFSET(linear_row, numel), file ? H5T_STD_I64LE : H5T_NATIVE_INT64);
-  H5Tinsert(t, "weight_amax", HOFFSET(linear_row, weight_amax),
-            file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE);
-  H5Tinsert(t, "none_only", HOFFSET(linear_row, none_only), file ? H5T_STD_I8LE : H5T_NATIVE_INT8);
-  H5Tclose(name);
-  H5Tclose(kind);
-  if (file) H5Tpack(t);
-  return t;
-}
-
-static herr_t write_compound(hid_t run, const char *name, hid_t (*type)(bool), size_t n,
-                             const void *rows) {
-  hid_t ft = type(true), mt = type(false);
-  hsize_t dims[1] = {n};
-  herr_t rc = dataset_write(run, name, ft, mt, 1, dims, rows);
-  H5Tclose(ft);
-  H5Tclose(mt);
-  return rc;
-}
+static const compound_field LINEAR_FIELDS[] = {
+    {"name", offsetof(linear_row, name), FIELD_STR, H5_NAME_LEN},
+    {"kind", offsetof(linear_row, kind), FIELD_STR, H5_KIND_LEN},
+    {"layer", offsetof(linear_row, layer), FIELD_I32, 0},
+    {"group", offsetof(linear_row, group), FIELD_I32, 0},
+    {"numel", offsetof(linear_row, numel), FIELD_I64, 0},
+    {"weight_amax", offsetof(linear_row, weight_amax), FIELD_F64, 0},
+    {"none_only", offsetof(linear_row, none_only), FIELD_I8, 0},
+};
 
 static herr_t write_linears(hid_t run, const qs_cell *cell, const int *column) {
   size_t n = cell->nlinears, w = cell->nformats + 1;
@@ -189,7 +217,8 @@ static herr_t write_linears(hid_t run, const qs_cell *cell, const int *column) {
     for (size_t m = 0; m < cell->groups[g].nmembers; m++)
       rows[cell->groups[g].members[m]].group = (int32_t)g;
   hsize_t dims[2] = {n, w};
-  herr_t rc = write_compound(run, "linears", linear_type, n, rows);
+  herr_t rc = write_compound(run, "linears", sizeof *rows, LINEAR_FIELDS,
+                             sizeof LINEAR_FIELDS / sizeof *LINEAR_FIELDS, n, rows);
   if (rc >= 0)
     rc = dataset_write(run, "linear_raw_scores", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, scores);
   if (rc >= 0)
@@ -209,20 +238,14 @@ typedef struct group_row {
   int32_t rank;
 } group_row;
 
-static hid_t group_type(bool file) {
-  hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(group_row));
-  hid_t handle = string_type(H5_NAME_LEN);
-  H5Tinsert(t, "handle", HOFFSET(group_row, handle), handle);
-  H5Tinsert(t, "numel", HOFFSET(group_row, numel), file ? H5T_STD_I64LE : H5T_NATIVE_INT64);
-  H5Tinsert(t, "nmembers", HOFFSET(group_row, nmembers), file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
-  H5Tinsert(t, "chosen", HOFFSET(group_row, chosen), file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
-  H5Tinsert(t, "importance", HOFFSET(group_row, importance),
-            file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE);
-  H5Tinsert(t, "rank", HOFFSET(group_row, rank), file ? H5T_STD_I32LE : H5T_NATIVE_INT32);
-  H5Tclose(handle);
-  if (file) H5Tpack(t);
-  return t;
-}
+static const compound_field GROUP_FIELDS[] = {
+    {"handle", offsetof(group_row, handle), FIELD_STR, H5_NAME_LEN},
+    {"numel", offsetof(group_row, numel), FIELD_I64, 0},
+    {"nmembers", offsetof(group_row, nmembers), FIELD_I32, 0},
+    {"chosen", offsetof(group_row, chosen), FIELD_I32, 0},
+    {"importance", offsetof(group_row, importance), FIELD_F64, 0},
+    {"rank", offsetof(group_row, rank), FIELD_I32, 0},
+};
 
 /* Column of a group's choice k: its format's column, NONE last. */
 static size_t choice_column(const qs_cell *cell, const qs_cell_group *g, size_t k,
@@ -256,7 +279,8 @@ static herr_t write_groups(hid_t run, const qs_cell *cell, const int *column) {
     }
   }
   hsize_t dims[2] = {n, w};
-  herr_t rc = write_compound(run, "groups", group_type, n, rows);
+  herr_t rc = write_compound(run, "groups", sizeof *rows, GROUP_FIELDS,
+                             sizeof GROUP_FIELDS / sizeof *GROUP_FIELDS, n, rows);
   static const char *names[] = {"group_raw_scores", "group_scores", "group_costs"};
   for (int m = 0; m < 3 && rc >= 0; m++)
     rc = dataset_write(run, names[m], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, mats + m * n * w);
@@ -270,20 +294,18 @@ typedef struct pareto_row {
   double cost, effective_bits, score;
 } pareto_row;
 
-static hid_t pareto_type(bool file) {
-  hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(pareto_row));
-  hid_t f = file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE;
-  H5Tinsert(t, "cost", HOFFSET(pareto_row, cost), f);
-  H5Tinsert(t, "effective_bits", HOFFSET(pareto_row, effective_bits), f);
-  H5Tinsert(t, "score", HOFFSET(pareto_row, score), f);
-  return t;
-}
+static const compound_field PARETO_FIELDS[] = {
+    {"cost", offsetof(pareto_row, cost), FIELD_F64, 0},
+    {"effective_bits", offsetof(pareto_row, effective_bits), FIELD_F64, 0},
+    {"score", offsetof(pareto_row, score), FIELD_F64, 0},
+};
 
 static herr_t write_pareto_and_tokens(hid_t run, const qs_cell *cell) {
   const qs_pareto *p = &cell->search.front;
   pareto_row *rows = qs_calloc(p->n ? p->n : 1, sizeof *rows);
   for (size_t i = 0; i < p->n; i++) rows[i] = (pareto_row){p->cost[i], p->effective_bits[i], p->score[i]};
-  herr_t rc = write_compound(run, "pareto_front", pareto_type, p->n, rows);
+  herr_t rc = write_compound(run, "pareto_front", sizeof *rows, PARETO_FIELDS,
+                             sizeof PARETO_FIELDS / sizeof *PARETO_FIELDS, p->n, rows);
   free(rows);
   hsize_t dims[1] = {cell->nsamples};
   if (rc >= 0)
