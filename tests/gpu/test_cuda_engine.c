@@ -140,14 +140,16 @@ typedef struct score_bounds {
 static void compare_scores(const char *what, const qs_cell *a, const qs_cell *b, score_bounds bd) {
   CHECK_INT(a->nlinears, b->nlinears);
   double worst = 0.0, sum_a = 0.0, sum_b = 0.0;
+  const char *worst_name = "";
   for (size_t i = 0; i < a->nlinears && i < b->nlinears; i++) {
     double x = a->linears[i].raw_scores[0], y = b->linears[i].raw_scores[0];
     CHECK(x > 0.0 && isfinite(x));
-    worst = fmax(worst, fabs(x - y) / fabs(y));
+    if (fabs(x - y) / fabs(y) > worst) worst = fabs(x - y) / fabs(y), worst_name = b->linears[i].name;
     sum_a += x;
     sum_b += y;
   }
-  printf("%s %s@%zu: worst Linear %.3g, sum %.3g\n", what, a->pair, a->nsamples, worst, fabs(sum_a / sum_b - 1.0));
+  printf("%s %s@%zu: worst Linear %.3g (%s), sum %.3g\n", what, a->pair, a->nsamples, worst, worst_name,
+         fabs(sum_a / sum_b - 1.0));
   CHECK(worst <= bd.per_linear);
   CHECK_REL(sum_a, sum_b, bd.total, 0.0);
   double p = bd.per_linear, apart = (1.0 + p) / (1.0 - p); /* a_i >= b_i(1-p) > b_j(1+p) >= a_j */
@@ -203,10 +205,12 @@ static void compare_amax(const qs_cell *gpu, const qs_cell *cpu, double tol) {
 
 /* GPU vs the CPU's bf16 mode: 1e-2 per Linear, 2e-3 for the sum (measured
  * on the three models ≤ 8.1e-3 and ≤ 9.1e-4); with static INT8
- * activations 5e-2 and 5e-3 (measured ≤ 2.5e-2, ≤ 2.2e-3): Δ of such a
- * pair is almost entirely the rounding errors of X on a fixed grid of step
- * amax/127, so it reacts most to the inputs that came out one bf16 step
- * apart (docs/gpu.md). */
+ * activations 5e-2 and 5e-3 (measured ≤ 2.5e-2, on the lm_head, and
+ * ≤ 2.2e-3). A static INT8 grid is coarse (step amax/127, 0.038 for the
+ * fixture's head input), so a single input element that came out another
+ * bf16 value (a GEMM output one step apart, magnified by the cancellation
+ * of a residual add) can cross a rounding boundary, and a score
+ * concentrated in few rows moves with it (docs/gpu.md). */
 static score_bounds bf16_bounds(const char *pair) {
   if (strcmp(pair, "wint8_aint8") == 0) return (score_bounds){5e-2, 5e-3};
   return (score_bounds){1e-2, 2e-3};
