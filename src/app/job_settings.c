@@ -185,7 +185,7 @@ static bool read_autoquant(const qs_node *cfg, qs_job_settings *s, qs_error *err
 }
 
 static bool read_runtime(const qs_node *cfg, qs_job_settings *s, qs_error *err) {
-  static const char *const backends[] = {"auto", "cpu", "cuda", NULL};
+  static const char *const backends[] = {"auto", "cpu", "cuda", "cpu_bf16", NULL};
   static const char *const pad_policies[] = {"include", "exclude", NULL};
   static const char *const modes[] = {"auto", "grid", "data", "layers", NULL};
   int backend, policy, mode;

@@ -20,6 +20,7 @@ typedef enum qs_backend_choice {
   QS_BACKEND_AUTO, /* CUDA when built with it and a GPU is visible, else CPU */
   QS_BACKEND_CPU,
   QS_BACKEND_CUDA,
+  QS_BACKEND_CPU_BF16, /* the CPU backend with the CUDA backend's bf16 storage and rounding */
 } qs_backend_choice;
 
 typedef struct qs_job_settings {

@@ -173,7 +173,7 @@ static void set_cpu_threads(int threads) {
 static bool open_backend(const qs_dist *d, const qs_job_settings *s, pass_inputs *in, qs_error *err) {
   set_cpu_threads(s->threads);
 #ifdef QSENS_HAVE_CUDA
-  if (s->backend != QS_BACKEND_CPU) {
+  if (s->backend == QS_BACKEND_AUTO || s->backend == QS_BACKEND_CUDA) {
     qs_error cuda_err = {0};
     in->be = qs_cuda_backend_new(d->local_rank, &cuda_err);
     if (in->be) {
@@ -187,8 +187,9 @@ static bool open_backend(const qs_dist *d, const qs_job_settings *s, pass_inputs
   if (s->backend == QS_BACKEND_CUDA)
     return qs_fail(err, QS_EXIT_USAGE, "config key 'backend.name': cuda, but this qsens was built without CUDA");
 #endif
-  in->be = qs_cpu_backend_new();
-  in->backend_name = "cpu";
+  bool bf16 = s->backend == QS_BACKEND_CPU_BF16;
+  in->be = bf16 ? qs_cpu_backend_new_bf16() : qs_cpu_backend_new();
+  in->backend_name = bf16 ? "cpu_bf16" : "cpu";
   return true;
 }
 

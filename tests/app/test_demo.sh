@@ -170,7 +170,15 @@ expect_error "unknown format in a pair file" 2 \
   hydra.run.dir=padded >padded.out 2>&1
 check "a padded run finishes" grep -q '"status": "scored"' padded/qsens_run.json
 check "a padded run records its row length" grep -q '"seq_len": 40' padded/wint8_aint8_autoquant_lm_autoquant_state.json
-expect_error "a bad backend" 2 "^qsens: error: config key 'backend.name': 'tpu' is not one of: auto, cpu, cuda$" \
+# The CPU backend's bf16 mode (the GPU's numerics) runs end to end and says so.
+"$Q" quant_pair=wint8_aint8 dataset.size=medium "${SMALL[@]}" backend=cpu_bf16 hydra.run.dir=cpu_bf16 \
+  >cpu_bf16.out 2>&1
+check "a backend=cpu_bf16 run finishes" grep -q '"status": "scored"' cpu_bf16/qsens_run.json
+check "it records bf16 gradients" grep -q '"grad_dtype": "bfloat16"' cpu_bf16/wint8_aint8_autoquant_lm_autoquant_state.json
+check "the cpu backend records f32 ones" grep -q '"grad_dtype": "float32"' alone_wint8_aint8/wint8_aint8_autoquant_lm_autoquant_state.json
+check "its plan names the backend" \
+  grep -qE 'memory plan \(cpu_bf16 backend\): .*; token budget 4096 per step \(null: CPU default\)' cpu_bf16.out
+expect_error "a bad backend" 2 "^qsens: error: config key 'backend.name': 'tpu' is not one of: auto, cpu, cuda, cpu_bf16$" \
   backend.name=tpu hydra.run.dir=tpu
 
 # Wrong values through the command line (test_job_settings mutates every key): one line naming
