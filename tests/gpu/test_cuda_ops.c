@@ -44,8 +44,8 @@ typedef struct twin {
 } twin;
 
 static twin make_twin(const float *v, qs_dtype gpu_dtype, long rows, long cols) {
-  twin t = {gpu_tensor(gpu, v, gpu_dtype, rows, cols), gpu_tensor(cpu, v, gpu_dtype == QS_BF16 ? cpu->act_dtype : gpu_dtype,
-                                                                   rows, cols)};
+  qs_dtype cpu_dtype = gpu_dtype == QS_BF16 ? cpu->act_dtype : gpu_dtype;
+  twin t = {gpu_tensor(gpu, v, gpu_dtype, rows, cols), gpu_tensor(cpu, v, cpu_dtype, rows, cols)};
   return t;
 }
 
