@@ -32,7 +32,7 @@ static void compare(fixture_world *w, const char *pair, double per_linear) {
   CHECK_STR(got->run.grad_dtype, "bfloat16");
   CHECK_STR(ref->run.grad_dtype, "float32");
   CHECK_INT(got->nlinears, ref->nlinears);
-  CHECK(got->nlinears > 0 && got->nlinears == ref->nlinears);
+  CHECK(got->nlinears > 0);
   size_t equal = 0;
   double worst = 0.0;
   for (size_t i = 0; i < got->nlinears && i < ref->nlinears; i++) {

@@ -15,18 +15,24 @@ enum { MAX_COPIES = 8 };
 
 /* The f32 copies of one op call's bf16 arguments. */
 typedef struct f32_copies {
+  qs_backend *be;
   qs_tensor copy[MAX_COPIES];
   qs_tensor *dest[MAX_COPIES]; /* the bf16 output a copy is rounded into, or NULL for an input */
   int n;
 } f32_copies;
 
-static qs_tensor *widen(f32_copies *c, const qs_tensor *t, qs_tensor *dest) {
+/* A new host tensor of dtype with t's values (cpu_copy converts, rounding
+ * to nearest even into bf16). */
+static qs_tensor converted(qs_backend *be, const qs_tensor *t, qs_dtype dtype) {
   long n = qs_tensor_numel(t);
+  qs_tensor out = {qs_malloc((size_t)(n ? n : 1) * qs_dtype_size(dtype)), dtype, t->rows, t->cols};
+  cpu_copy(be, &out, t, NULL);
+  return out;
+}
+
+static qs_tensor *widen(f32_copies *c, const qs_tensor *t, qs_tensor *dest) {
   qs_tensor *w = &c->copy[c->n];
-  *w = (qs_tensor){qs_malloc((size_t)(n ? n : 1) * sizeof(float)), QS_F32, t->rows, t->cols};
-  const qs_bf16 *src = t->data;
-  float *dst = w->data;
-  for (long i = 0; i < n; i++) dst[i] = qs_bf16_to_f32(src[i]);
+  *w = converted(c->be, t, QS_F32);
   c->dest[c->n++] = dest;
   return w;
 }
@@ -38,16 +44,10 @@ static const qs_tensor *in(f32_copies *c, const qs_tensor *t) { return t->dtype 
  * back into t by done() when t is bf16. */
 static qs_tensor *out(f32_copies *c, qs_tensor *t) { return t->dtype == QS_BF16 ? widen(c, t, t) : t; }
 
-static void narrow(const qs_tensor *f32, qs_tensor *bf16) {
-  const float *src = f32->data;
-  qs_bf16 *dst = bf16->data;
-  for (long i = 0; i < qs_tensor_numel(f32); i++) dst[i] = qs_f32_to_bf16(src[i]);
-}
-
 /* Rounds the outputs back (when the op succeeded) and frees the copies. */
 static bool done(f32_copies *c, bool ok) {
   for (int i = 0; i < c->n; i++) {
-    if (ok && c->dest[i]) narrow(&c->copy[i], c->dest[i]);
+    if (ok && c->dest[i]) cpu_copy(c->be, c->dest[i], &c->copy[i], NULL);
     free(c->copy[i].data);
   }
   return ok;
@@ -55,39 +55,39 @@ static bool done(f32_copies *c, bool ok) {
 
 static bool bf16_linear(qs_backend *be, const qs_tensor *x, const qs_tensor *w, qs_tensor *y, bool accumulate,
                         qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_linear(be, in(&c, x), w, out(&c, y), accumulate, err));
 }
 
 static bool bf16_linear_bwd(qs_backend *be, const qs_tensor *dy, const qs_tensor *w, qs_tensor *dx, bool accumulate,
                             qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_linear_bwd(be, in(&c, dy), w, out(&c, dx), accumulate, err));
 }
 
 static bool bf16_rmsnorm(qs_backend *be, const qs_tensor *x, const qs_tensor *w, float eps, qs_tensor *y,
                          qs_tensor *rstd, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_rmsnorm(be, in(&c, x), w, eps, out(&c, y), rstd, err));
 }
 
 static bool bf16_rmsnorm_bwd(qs_backend *be, const qs_tensor *x, const qs_tensor *w, const qs_tensor *rstd,
                              const qs_tensor *dy, qs_tensor *dx, bool accumulate, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_rmsnorm_bwd(be, in(&c, x), w, rstd, in(&c, dy), out(&c, dx), accumulate, err));
 }
 
 static bool bf16_qknorm_rope(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, float eps,
                              const qs_tensor *positions, double theta, int head_dim, qs_tensor *o, qs_tensor *rstd,
                              qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_qknorm_rope(be, in(&c, raw), w, eps, positions, theta, head_dim, out(&c, o), rstd, err));
 }
 
 static bool bf16_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_tensor *w, const qs_tensor *rstd,
                                  const qs_tensor *positions, double theta, int head_dim, const qs_tensor *dout,
                                  qs_tensor *draw, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_qknorm_rope_bwd(be, in(&c, raw), w, rstd, positions, theta, head_dim, in(&c, dout),
                                       out(&c, draw), err));
 }
@@ -95,7 +95,7 @@ static bool bf16_qknorm_rope_bwd(qs_backend *be, const qs_tensor *raw, const qs_
 static bool bf16_attention(qs_backend *be, const qs_tensor *q, const qs_tensor *k, const qs_tensor *v,
                            const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *o, qs_tensor *lse,
                            qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_attention(be, in(&c, q), in(&c, k), in(&c, v), cu_seqlens, shape, out(&c, o), lse, err));
 }
 
@@ -103,59 +103,56 @@ static bool bf16_attention_bwd(qs_backend *be, const qs_tensor *q, const qs_tens
                                const qs_tensor *o, const qs_tensor *lse, const qs_tensor *d_o,
                                const qs_tensor *cu_seqlens, const qs_attn_shape *shape, qs_tensor *dq, qs_tensor *dk,
                                qs_tensor *dv, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_attention_bwd(be, in(&c, q), in(&c, k), in(&c, v), in(&c, o), lse, in(&c, d_o), cu_seqlens,
                                     shape, out(&c, dq), out(&c, dk), out(&c, dv), err));
 }
 
 static bool bf16_swiglu(qs_backend *be, const qs_tensor *g, const qs_tensor *u, qs_tensor *m, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_swiglu(be, in(&c, g), in(&c, u), out(&c, m), err));
 }
 
 static bool bf16_swiglu_bwd(qs_backend *be, const qs_tensor *g, const qs_tensor *u, const qs_tensor *dm,
                             qs_tensor *dg, qs_tensor *du, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_swiglu_bwd(be, in(&c, g), in(&c, u), in(&c, dm), out(&c, dg), out(&c, du), err));
 }
 
 static bool bf16_embedding(qs_backend *be, const qs_tensor *ids, const qs_tensor *table, qs_tensor *h,
                            qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_embedding(be, ids, table, out(&c, h), err));
 }
 
 static bool bf16_add(qs_backend *be, qs_tensor *acc, const qs_tensor *x, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_add(be, out(&c, acc), in(&c, x), err));
 }
 
 static bool bf16_quant_score(qs_backend *be, const qs_tensor *xr, const qs_tensor *wr, const qs_tensor *y,
                              const qs_tensor *g, qs_delta_mode mode, qs_tensor *acc, long slot, qs_error *err) {
-  f32_copies c = {0};
+  f32_copies c = {.be = be};
   return done(&c, cpu_quant_score(be, xr, wr, y, in(&c, g), mode, acc, slot, err));
 }
 
 /* ---- lm_head: the hooks see bf16 tensors ------------------------------- */
 
-static qs_tensor bf16_copy(const qs_tensor *t) {
-  long n = qs_tensor_numel(t);
-  qs_tensor b = {qs_malloc((size_t)(n ? n : 1) * sizeof(qs_bf16)), QS_BF16, t->rows, t->cols};
-  narrow(t, &b);
-  return b;
-}
+/* The caller's hooks and the backend the bridge converts with. */
+typedef struct hook_bridge {
+  qs_backend *be;
+  const qs_lm_head_hooks *user;
+} hook_bridge;
 
 /* Calls the caller's hook with bf16 copies of the f32 op's chunk rows x and
  * logits or G_lm z, whose values are bf16 already (cpu_lm_head_xent rounds
  * them in this mode); logits changed by on_logits are copied back. */
-static bool call_user(const qs_lm_head_hooks *user, long row_begin, const qs_tensor *x, const qs_tensor *z,
+static bool call_user(const hook_bridge *b, long row_begin, const qs_tensor *x, const qs_tensor *z,
                       qs_tensor *logits, qs_error *err) {
-  qs_tensor xb = bf16_copy(x), zb = bf16_copy(z);
-  bool ok = logits ? user->on_logits(user->ctx, row_begin, &xb, &zb, err)
-                   : user->on_grad(user->ctx, row_begin, &xb, &zb, err);
-  const qs_bf16 *src = zb.data;
-  float *dst = logits ? logits->data : NULL;
-  for (long i = 0; ok && dst && i < qs_tensor_numel(z); i++) dst[i] = qs_bf16_to_f32(src[i]);
+  qs_tensor xb = converted(b->be, x, QS_BF16), zb = converted(b->be, z, QS_BF16);
+  bool ok = logits ? b->user->on_logits(b->user->ctx, row_begin, &xb, &zb, err)
+                   : b->user->on_grad(b->user->ctx, row_begin, &xb, &zb, err);
+  if (ok && logits) cpu_copy(b->be, logits, &zb, NULL);
   free(xb.data);
   free(zb.data);
   return ok;
@@ -172,9 +169,9 @@ static bool bridge_grad(void *ctx, long row_begin, const qs_tensor *x, const qs_
 static bool bf16_lm_head_xent(qs_backend *be, const qs_tensor *h, const qs_tensor *w, const qs_tensor *targets,
                               float grad_scale, long chunk_tokens, const qs_lm_head_hooks *hooks, qs_tensor *dh,
                               double *loss_sum, qs_error *err) {
-  qs_lm_head_hooks user = *hooks;
-  qs_lm_head_hooks bridged = {user.on_logits ? bridge_logits : NULL, user.on_grad ? bridge_grad : NULL, &user};
-  f32_copies c = {0};
+  hook_bridge bridge = {be, hooks};
+  qs_lm_head_hooks bridged = {hooks->on_logits ? bridge_logits : NULL, hooks->on_grad ? bridge_grad : NULL, &bridge};
+  f32_copies c = {.be = be};
   return done(&c, cpu_lm_head_xent(be, in(&c, h), w, targets, grad_scale, chunk_tokens, &bridged,
                                    dh ? out(&c, dh) : NULL, loss_sum, err));
 }
